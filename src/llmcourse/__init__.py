@@ -1,0 +1,6 @@
+"""llmcourse: the shared package of the book *How large language models work*.
+
+One module per idea (tokens, vectors, attention, ...); `data` loads every corpus and asset offline;
+`checks` holds the graded checks; `grading` and `cli` are the instructor tools.
+"""
+__version__ = "0.1.0"

