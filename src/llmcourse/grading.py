@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 from nbconvert.preprocessors import Preprocessor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from traitlets import Bool
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 # GPT-2's pre-tokenisation pattern, written for Python's `re`: contractions, runs of letters, runs of
 # digits, runs of other symbols (each with an optional leading space), and whitespace.
