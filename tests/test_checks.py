@@ -83,6 +83,7 @@ def test_wrong_type_shape_and_nan_are_named():
         checks.check_merge(lambda ids, pair, new: "oops")
 
 
+
 def test_a_crash_is_reported_with_the_call():
     def broken(a, b):
         return a.norm(dim=5)

@@ -1,0 +1,13 @@
+"""Graded checks: each test cell of an exercise passes the student's function to one of these.
+
+`check_cosine_similarity(cosine_similarity)` runs the student's function on seeded inputs, turns the
+result into plain data and compares it with the reference in `llmcourse`: type, shape and NaN first,
+then values with a stated tolerance; a wrong answer is matched against typical mistakes so the message can
+name the one that was made. The machinery is in `core`; each chapter's checks are in a module of the same
+name as its reference module (`checks.tokens` for `llmcourse.tokens`).
+
+Explained in: the exercise notebooks (exercises/NN_topic), one check per graded function.
+"""
+from llmcourse.checks.core import ATOL, REGISTRY, RTOL, Check, CheckFailed  # noqa: F401
+from llmcourse.checks.tokens import (check_count_pairs, check_cosine_similarity, check_decode, check_encode,  # noqa: F401
+                                     check_merge, check_sinusoidal_positions, check_train_bpe)

@@ -1,0 +1,269 @@
+"""What every graded check shares: run the student's function, turn its result into plain data, compare.
+
+A `Check` has three parts, so that the comparison can happen where student code cannot reach it:
+
+- `cases(**params)`: the argument tuples the student's function is called with (seeded, may use the
+  reference, e.g. to learn merges that `encode` then uses);
+- `output(value)`: the student's return value turned into plain data (floats, ints, strings, lists,
+  numpy arrays), or a `CheckFailed` saying what type was expected;
+- `compare(args, plain)`: the plain result judged against the reference, with a message that teaches.
+
+At home, calling a check runs all three in the notebook and raises the first message. When a notebook is
+graded (`LLMCOURSE_GRADING` names a folder), the kernel only runs the student's function on cases the
+grader wrote there and records the plain outputs; the grader then calls `judge` in its own process, with
+the reference out of the kernel's reach (see README, "Grading").
+
+Explained in: README.md, sections "Authors" and "Grading".
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+ATOL = 1e-5  # absolute tolerance for float results
+RTOL = 1e-4  # relative tolerance for float results
+GRADING_ENV = "LLMCOURSE_GRADING"  # set by the grader: folder with cases/ and records.jsonl
+REGISTRY: dict[str, "Check"] = {}  # check name (as called in test cells) -> Check
+
+
+class CheckFailed(AssertionError):
+    """A graded check failed; the message says what is wrong, in the course's terms."""
+
+
+def fail(message: str) -> None:
+    raise CheckFailed(message)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A graded check; test cells call it like a function: `check_merge(merge)`."""
+    name: str                                   # the student's function, e.g. "merge"
+    reference: Callable                         # llmcourse's own implementation, refused in student code
+    cases: Callable[..., list[tuple]]           # (**params) -> argument tuples
+    output: Callable[[Any, str], Any]           # (student's value, name) -> plain data
+    compare: Callable[[tuple, Any], None]       # (args, plain result) -> raises CheckFailed
+    passed: str                                 # printed after ✓ when every case passes
+
+    @property
+    def check_name(self) -> str:
+        return f"check_{self.name}"
+
+    def __call__(self, fn: Callable, **params: Any) -> None:
+        folder = os.environ.get(GRADING_ENV)
+        if folder:
+            return self._record(fn, Path(folder), params)
+        for args in self.cases(**params):
+            self.compare(args, self.output(call(fn, self.name, self.reference, args), self.name))
+        print("✓", self.passed)
+
+    def _record(self, fn: Callable, folder: Path, params: dict) -> None:
+        """Grading mode: run the student's function on the grader's cases and append the plain results."""
+        path = folder / "cases" / f"{case_key(self.check_name, params)}.pt"
+        if not path.exists():
+            print(f"({self.check_name} with {params} is not graded: skipped)")
+            return
+        results = []
+        for args in torch.load(path, weights_only=True):
+            try:
+                results.append({"ok": to_json(self.output(call(fn, self.name, self.reference, args), self.name))})
+            except CheckFailed as err:
+                results.append({"failed": str(err)})
+        record = {"check": self.check_name, "key": case_key(self.check_name, params), "results": results}
+        with open(folder / "records.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+        print(f"{self.check_name}: {len(results)} results recorded for grading.")
+
+    def judge(self, params: dict, results: list[dict] | None) -> str | None:
+        """Trusted side: None if the recorded results are right, else the first message."""
+        cases = self.cases(**params)
+        if results is None:
+            return f"`{self.name}` was not checked: the test cell did not run to the end (see your notebook)."
+        if len(results) != len(cases):
+            return f"`{self.name}`: {len(results)} results recorded for {len(cases)} cases."
+        try:
+            for args, result in zip(cases, results):
+                if "failed" in result:
+                    return str(result["failed"])[:2000]
+                self.compare(args, self.output(result["ok"], self.name))
+        except CheckFailed as err:
+            return str(err)
+        except Exception as err:  # malformed data from the kernel
+            return f"`{self.name}` returned something that could not be read: {type(err).__name__}"
+        return None
+
+
+def register(check: Check) -> Check:
+    REGISTRY[check.check_name] = check
+    return check
+
+
+def case_key(check_name: str, params: dict) -> str:
+    """A file name for one call of a check with its parameters."""
+    blob = json.dumps(params, sort_keys=True, default=repr)
+    return f"{check_name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def to_json(value: Any) -> Any:
+    """Plain data as JSON-ready values: arrays become nested lists, tuples lists, dict keys strings."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {"__pairs__": [[to_json(k), to_json(v)] for k, v in value.items()]}
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def from_json_dict(value: Any) -> Any:
+    """Undo `to_json` for dicts (their keys may be tuples)."""
+    if isinstance(value, dict) and "__pairs__" in value:
+        return {tuple(k) if isinstance(k, list) else k: v for k, v in value["__pairs__"]}
+    return value
+
+
+# --- calling the student's function ------------------------------------------------------------------
+
+def call(fn: Callable, name: str, reference: Callable, args: tuple) -> Any:
+    """Call the student's function, turning 'not written yet', the reference and crashes into messages."""
+    if not callable(fn):
+        fail(f"`{name}` should be a function, but it is a {type(fn).__name__}.")
+    if uses_reference(fn, reference):
+        fail(f"`{name}` calls llmcourse's own reference implementation. Write it yourself: this scores 0.")
+    try:
+        return fn(*clone(args))
+    except NotImplementedError:
+        fail(f"`{name}` is not written yet: replace `raise NotImplementedError()` with your code.")
+    except CheckFailed:
+        raise
+    except Exception as err:  # the student's code crashed: say where, in their terms
+        fail(f"`{name}{short_args(args)}` raised {type(err).__name__}: {err}")
+
+
+def clone(args: tuple) -> tuple:
+    """Fresh copies, so a function that modifies its inputs cannot change the next case."""
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else
+                 [*a] if isinstance(a, list) else a for a in args)
+
+
+def uses_reference(fn: Callable, reference: Callable) -> bool:
+    """True if `fn` is `reference` or reaches it: directly, through a module attribute
+    (`tokens.encode`), a closure, or another function of the student's that calls it."""
+    name = getattr(reference, "__name__", "")
+    seen: set[int] = set()
+
+    def visit(f: Any) -> bool:
+        if f is reference or getattr(f, "__wrapped__", None) is reference:
+            return True
+        if isinstance(f, functools.partial):
+            return visit(f.func)
+        if not isinstance(f, types.FunctionType) or id(f) in seen:
+            return False
+        seen.add(id(f))
+        codes = [f.__code__] + [c for c in f.__code__.co_consts if isinstance(c, types.CodeType)]
+        names = {n for code in codes for n in code.co_names}
+        referenced = [f.__globals__[n] for n in names if n in f.__globals__]
+        referenced += [cell.cell_contents for cell in (f.__closure__ or ()) if _cell_filled(cell)]
+        for obj in referenced:
+            if isinstance(obj, types.ModuleType) and getattr(obj, name, None) is reference and name in names:
+                return True
+            if visit(obj):
+                return True
+        return False
+
+    return visit(fn)
+
+
+def _cell_filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def short_args(args: tuple) -> str:
+    def show(a: Any) -> str:
+        if isinstance(a, (torch.Tensor, np.ndarray)):
+            return f"<{type(a).__name__} of shape {tuple(a.shape)}>"
+        text = repr(a)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return "(" + ", ".join(show(a) for a in args) + ")"
+
+
+# --- plain data of the expected type -----------------------------------------------------------------
+
+def as_float_array(value: Any, name: str) -> np.ndarray:
+    """Plain float64 numpy array of what the student returned, or a message saying what it is instead."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy().copy()
+    if isinstance(value, (np.ndarray, list, tuple, float, int, np.floating)) and not isinstance(value, bool):
+        try:
+            return np.array(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    fail(f"`{name}` should return a torch tensor of numbers, but it returned a {type(value).__name__}.")
+
+
+def as_int_list(value: Any, name: str) -> list[int]:
+    """Plain list of Python ints, or a message saying what the student returned instead."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        fail(f"`{name}` should return a list of integer token ids, but it returned {type(value).__name__}: {value!r:.80}")
+    return [int(v) for v in value]
+
+
+def as_pair_list(value: Any, name: str) -> list[tuple[int, int]]:
+    """Plain list of (int, int) pairs."""
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, (int, np.integer)) for v in p) for p in value)
+    if not ok:
+        fail(f"`{name}` should return a list of pairs of token ids like [(101, 32), (256, 116)], "
+             f"but it returned {type(value).__name__}: {value!r:.80}")
+    return [(int(a), int(b)) for a, b in value]
+
+
+def as_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        fail(f"`{name}` should return a str, but it returned a {type(value).__name__}: {value!r:.80}")
+    return str(value)
+
+
+def as_pair_counts(value: Any, name: str) -> dict[tuple[int, int], int]:
+    value = from_json_dict(value)
+    if not isinstance(value, dict):
+        fail(f"`{name}` should return a dict mapping pairs to counts, but it returned a {type(value).__name__}.")
+    try:
+        return {(int(a), int(b)): int(n) for (a, b), n in value.items()}
+    except (TypeError, ValueError):
+        fail(f"`{name}` should map pairs of ids (a, b) to counts, e.g. {{(1, 2): 2}}; got {value!r:.80}")
+
+
+def compare_arrays(got: np.ndarray, want: np.ndarray, name: str, mistakes: dict[str, np.ndarray] | None = None,
+                   what: str = "") -> None:
+    """Shape, then NaN, then values within ATOL/RTOL; a wrong value is matched against known mistakes."""
+    where = f" {what}" if what else ""
+    if got.shape != want.shape:
+        fail(f"`{name}`{where} returned shape {got.shape}, expected {want.shape}.")
+    if np.isnan(got).any() and not np.isnan(want).any():
+        fail(f"`{name}`{where} returned NaN values (a division by zero? the log of a negative number?).")
+    if np.allclose(got, want, atol=ATOL, rtol=RTOL):
+        return
+    for message, wrong in (mistakes or {}).items():
+        if wrong.shape == got.shape and np.allclose(got, wrong, atol=ATOL, rtol=RTOL):
+            fail(f"`{name}`{where}: {message}")
+    index = np.unravel_index(np.argmax(np.abs(got - want)), got.shape)
+    fail(f"`{name}`{where} is wrong at index {tuple(int(i) for i in index)}: got {got[index]:.6g}, "
+         f"expected {want[index]:.6g} (tolerance {ATOL} absolute + {RTOL} relative).")
