@@ -10,6 +10,7 @@ Explained in: README.md, sections "Authors" and "Instructors".
 from __future__ import annotations
 
 import ast
+import copy
 import csv
 import hashlib
 import json
@@ -53,6 +54,8 @@ def configure(c, root: Path, source: str = "solutions", release: str = "exercise
     c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
     c.Execute.timeout = cell_timeout
     c.Execute.kernel_name = kernel
+    stopped = f"the cell ran longer than {cell_timeout} s and was stopped (an endless loop?)"
+    c.Execute.error_on_timeout = {"ename": "CellTimeoutError", "evalue": stopped, "traceback": [f"CellTimeoutError: {stopped}"]}
     c.GenerateAssignment.create_assignment = True
     c.Autograde.create_student = True
     c.GenerateFeedback.preprocessors = [
@@ -305,6 +308,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     if not ids & expected:
         row.status = f"not a {assignment} notebook: none of its answer cells is there (another assignment?)"
         return row, None
+    data = nbformat.writes(restore_locked_cells(submitted, s["source_nb"])).encode()
     course = s["work"] / "students" / f"s{index}"
     shutil.copytree(s["template"], course, ignore=shutil.ignore_patterns("release"))
     target = course / "submitted" / student / assignment / source.name
@@ -321,11 +325,13 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     finally:
         _kill_leftovers(uid, kernel_dir)
         shutil.rmtree(kernel_dir, ignore_errors=True)
+    autograded = course / "autograded" / student / assignment / source.name
+    if autograded.exists():
+        _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
     row.cells = {v.grade_id: (v.score, v.points) for v in verdicts}
     row.score = sum(v.score for v in verdicts)
     row.message = " | ".join(f"{v.grade_id}: {'hidden tests failed' if v.hidden else v.message}"
                              for v in verdicts if v.message)[:4000]
-    autograded = course / "autograded" / student / assignment / source.name
     row.status = "graded" if not stopped and autograded.exists() else f"graded, but {stopped or 'nbgrader wrote no notebook'}"
     if notes:
         row.status += f" ({notes})"
@@ -334,6 +340,22 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
         with _NBGRADER_LOCK:
             html = _feedback(course, student, assignment, source.name, autograded, verdicts)
     return row, html
+
+
+def restore_locked_cells(submitted, source_nb):
+    """Put back every locked cell (tests, set-up) the student deleted, after the cell that preceded it in the
+    source; nbgrader then restores the contents of all locked cells from the source."""
+    nb = copy.deepcopy(submitted)
+    present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
+    previous = None
+    for cell in source_nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("locked") and meta.get("grade_id") not in present:
+            at = next((i + 1 for i, c in enumerate(nb.cells)
+                       if previous and c.metadata.get("nbgrader", {}).get("grade_id") == previous), len(nb.cells))
+            nb.cells.insert(at, copy.deepcopy(cell))
+        previous = meta.get("grade_id", previous)
+    return nb
 
 
 def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) -> None:
@@ -377,7 +399,10 @@ def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, l
         with open(os.environ["LLMCOURSE_GRADING_LOG"], "ab") as log:
             log.write(err)
     if proc.returncode != 0:
-        last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        text = err.decode(errors="replace")
+        if "DeadKernelError" in text or "Kernel died" in text:
+            return "its kernel died (the notebook exited or killed it): the tests after that point score 0"
+        last = text.strip().splitlines()[-1:] or [""]
         return f"the grading process ended with code {proc.returncode} ({last[0][:200]})"
     return ""
 
@@ -415,6 +440,19 @@ def _kill_leftovers(uid: int | None, kernel_dir: Path) -> None:
                 os.kill(int(pid), signal.SIGKILL)
         except (OSError, ProcessLookupError):
             pass
+
+
+def _explain_unchecked(verdicts, autograded) -> None:
+    """A check that recorded nothing: add the error the test cell stopped with (NameError, timeout, ...)."""
+    errors = {}
+    for cell in autograded.cells:
+        outs = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        if outs:
+            errors[cell.metadata.get("nbgrader", {}).get("grade_id")] = f"{outs[-1].ename}: {outs[-1].evalue}"[:300]
+    for v in verdicts:
+        if "was not checked" in v.message and v.grade_id in errors:
+            v.message = v.message.replace("did not run to the end (see your notebook).",
+                                          f"stopped with {errors[v.grade_id]}")
 
 
 def _feedback(course: Path, student: str, assignment: str, name: str, autograded: Path, verdicts) -> str | None:
