@@ -70,3 +70,11 @@ def test_deleted_locked_cells_are_put_back_in_place():
                                               ("test_merge", "setup")])
     restored = grading.restore_locked_cells(missing, nb)
     assert [c.metadata["nbgrader"]["grade_id"] for c in restored.cells] == [c.metadata["nbgrader"]["grade_id"] for c in nb.cells]
+
+
+def test_helpers_keep_the_functions_they_call():
+    import ast
+
+    tree = ast.parse("def given():\n    return helper()\ndef helper():\n    return 1\ndef graded():\n    return 2\n")
+    functions = {n.name: n for n in tree.body}
+    assert grading._called_from({"given"}, functions) == {"given", "helper"}
