@@ -139,3 +139,9 @@ def test_second_run_reuses_grades_and_gives_the_same_csv(batch, monkeypatch):
     grading.grade(batch["subs"], hostile.ASSIGNMENT, out=out, jobs=2, limits=LIMITS, cache=batch["base"] / "cache",
                   progress=False)
     assert out.read_bytes() == (batch["base"] / "grades.csv").read_bytes()
+
+
+def test_summary_table_ends_with_totals(batch):
+    text = grading.summary(sorted(batch["rows"].values(), key=lambda r: r.student))
+    assert text.splitlines()[-1].startswith(f"{len(batch['rows'])} students: ")
+    assert "need the instructor" in text

@@ -527,11 +527,15 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 
 def summary(rows: list[Row]) -> str:
-    """A plain-text table of the grades, for the terminal."""
+    """A plain-text table of the grades, for the terminal, with a closing line of totals."""
     width = max([len(r.student) for r in rows] + [7])
     lines = [f"{'student':<{width}}  {'score':>11}  status"]
     for r in rows:
         lines.append(f"{r.student:<{width}}  {r.score:>5g} / {r.max_score:<3g}  {r.status}")
+    graded = [r for r in rows if r.status.startswith("graded")]
+    mean = sum(r.score for r in graded) / len(graded) if graded else 0.0
+    lines.append(f"{len(rows)} students: {len(graded)} graded (mean {mean:.1f} / {rows[0].max_score:g}), "
+                 f"{len(rows) - len(graded)} need the instructor (see status)" if rows else "no student folders")
     return "\n".join(lines)
 
 
