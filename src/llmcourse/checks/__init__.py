@@ -11,3 +11,5 @@ Explained in: the exercise notebooks (exercises/NN_topic), one check per graded 
 from llmcourse.checks.core import ATOL, REGISTRY, RTOL, Check, CheckFailed  # noqa: F401
 from llmcourse.checks.tokens import (check_count_pairs, check_cosine_similarity, check_decode, check_encode,  # noqa: F401
                                      check_merge, check_sinusoidal_positions, check_train_bpe)
+from llmcourse.checks.vectors import (check_analogy, check_evaluate_analogies, check_negative_distribution,  # noqa: F401
+                                      check_sgns_gradients, check_sgns_loss, check_train, check_train_step)
