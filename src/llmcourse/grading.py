@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -162,7 +163,8 @@ class Limits:
     max_file_bytes: int = 256 * 2**20       # largest file the kernel may write
 
 
-UID_BASE = 61000  # when grading as root, student i's kernel runs as user UID_BASE + i (no such account needed)
+UID_BASE = 200_000  # when grading as root, kernels run as users UID_BASE and above (no such accounts needed)
+UID_BLOCK = 100_000  # each grading run draws its own block of user ids, so runs at the same time never share one
 KERNEL_NAME = "llmcourse-sandbox"
 _NBGRADER_LOCK = threading.Lock()  # nbgrader's apps capture logging globally: one feedback run at a time
 
@@ -191,7 +193,8 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
     try:
         template = _prepare(work, root, assignment, source_nb, cells)
-        setting = dict(work=work, template=template, assignment=assignment, source=source, source_nb=source_nb,
+        setting = dict(uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000),
+                       work=work, template=template, assignment=assignment, source=source, source_nb=source_nb,
                        cells=cells, limits=limits, cache=cache, version=version, force=force, root=root,
                        hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
                                               root / "tests", work, submissions, cache) if p.exists()])
@@ -331,7 +334,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     target.parent.mkdir(parents=True)
     target.write_bytes(data)
     kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
-    uid = UID_BASE + index if os.geteuid() == 0 else None
+    uid = s["uid_base"] + index if os.geteuid() == 0 else None
     try:
         _prepare_kernel(kernel_dir, course, s, uid)
         stopped = _run_worker(course, assignment, student, kernel_dir, limits)
