@@ -221,3 +221,46 @@ def name_mover(attention: torch.Tensor, io_pos: torch.Tensor, s_pos: torch.Tenso
     score = (last[rows, :, :, io_pos] - last[rows, :, :, s_pos]).mean(0)  # (n_layers, n_heads)
     layer, head = divmod(int(score.argmax()), score.shape[1])
     return layer, head
+
+
+# --- hand-made attention patterns for the exercise ----------------------------------------------------------
+
+ROLES = ["name mover", "both names", "subject", "previous token", "first token", "uniform"]
+
+
+def head_patterns(seed: int = 0, n_prompts: int = 8, n_layers: int = 2, n_heads: int = 4) -> dict:
+    """Attention weights with the shapes of the heads Wang et al. (2022) describe, made by hand (not trained).
+
+    Every head of a (n_layers x n_heads) model gets a role, placed by the seed: one "name mover" (the last
+    position attends to the indirect object), one head that attends to both names equally, one that attends to
+    the subject, and previous-token, first-token and uniform heads for the rest. The sentences are IOI prompts
+    cut after their final "to", all from one template so that they have the same length.
+    Returns {"attention": (n_prompts, n_layers, n_heads, seq, seq), "io_pos", "s_pos": (n_prompts,),
+    "roles": {(layer, head): role}}. Explained in chapter 03_attention.
+    """
+    prompts = ioi_prompts(n_prompts, seed, templates=(0,))
+    seq = int(prompts["end"][0]) + 1
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_layers * n_heads, generator=gen).tolist()
+    fillers = ROLES[3:]
+    roles = {divmod(i, n_heads): (ROLES[r] if r < 3 else fillers[r % 3]) for r, i in enumerate(order)}
+    attn = torch.zeros(n_prompts, n_layers, n_heads, seq, seq)
+    for (layer, head), role in roles.items():
+        for p in range(n_prompts):
+            scores = torch.randn(seq, seq, generator=gen) * 0.3   # a little noise everywhere
+            io, s1, s2 = int(prompts["io_pos"][p]), int(prompts["s1_pos"][p]), int(prompts["s2_pos"][p])
+            if role == "previous token":
+                scores[torch.arange(1, seq), torch.arange(seq - 1)] += 4
+            elif role == "first token":
+                scores[:, 0] += 4
+            if role == "name mover":
+                scores[-1, io] += 2.0
+            elif role == "both names":
+                scores[-1, io] += 5.0
+                scores[-1, s1] += 5.0
+            elif role == "subject":
+                scores[-1, s1] += 2.5
+                scores[-1, s2] += 2.5
+            scores = scores.masked_fill(~causal_mask(seq), float("-inf"))
+            attn[p, layer, head] = torch.softmax(scores, dim=-1)
+    return {"attention": attn, "io_pos": prompts["io_pos"], "s_pos": prompts["s1_pos"], "roles": roles}

@@ -11,3 +11,5 @@ Explained in: the exercise notebooks (exercises/NN_topic), one check per graded 
 from llmcourse.checks.core import ATOL, REGISTRY, RTOL, Check, CheckFailed  # noqa: F401
 from llmcourse.checks.tokens import (check_count_pairs, check_cosine_similarity, check_decode, check_encode,  # noqa: F401
                                      check_merge, check_sinusoidal_positions, check_train_bpe)
+from llmcourse.checks.attention import (check_causal_mask, check_find_name_mover, check_merge_heads,  # noqa: F401
+                                        check_multi_head_attention, check_scaled_dot_product_attention, check_split_heads)
