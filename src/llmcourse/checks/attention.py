@@ -127,11 +127,11 @@ def _compare_causal_mask(args, got) -> None:
     if (got == want.T).all():
         fail(f"`causal_mask({n})` is the wrong direction: row i is the query, so token i may look at columns "
              "0..i (True on and *below* the diagonal, `torch.tril`), never at later tokens.")
-    if (got == ~want).all():
-        fail(f"`causal_mask({n})` is inverted: True must mark what a token *may* look at (itself and earlier tokens).")
     if (got == np.tril(np.ones((n, n), dtype=bool), -1)).all():
         fail(f"`causal_mask({n})` leaves out the diagonal: a token may attend to itself (the first token has "
              "nothing else to look at).")
+    if (got == ~want).all():
+        fail(f"`causal_mask({n})` is inverted: True must mark what a token *may* look at (itself and earlier tokens).")
     fail(f"`causal_mask({n})` returned {got.astype(int).tolist()}, expected {want.astype(int).tolist()}.")
 
 
