@@ -86,10 +86,12 @@ def test_ioi_prompts_mark_the_names():
 
 
 def test_training_batch_targets_only_the_answer_and_the_copies():
-    inputs, targets = ioi.training_batch(8, seed=0)
+    inputs, targets = ioi.training_batch(8, seed=0, induction=0.25)
     assert inputs.shape == targets.shape == (8, ioi.SEQ_LEN - 1)
-    assert ((targets[:4] != ioi.PAD).sum(1) == 1).all()     # one target per IOI sentence: the answer
-    assert torch.equal(inputs[4:, 1:10], inputs[4:, 10:19])  # the repeated sequences repeat
+    assert ((targets[:6] != ioi.PAD).sum(1) == 1).all()     # one target per IOI sentence: the answer
+    assert ((targets[6:] != ioi.PAD).sum(1) >= 8).all()     # every token of a repeated sequence is a target
+    rep = ioi.repeated_sequences(3, seed=1, length=5)
+    assert torch.equal(rep[:, 1:6], rep[:, 6:11]) and (rep[:, 11:] == ioi.PAD).all()
 
 
 def test_ablation_hook_zeroes_one_head():
@@ -104,8 +106,11 @@ def test_ablation_hook_zeroes_one_head():
 
 
 def test_short_training_learns_something():
-    result = ioi.train(n_layers=1, n_heads=2, d_model=16, steps=30, batch_size=16, progress=False)
-    assert result["losses"][-1] < result["losses"][0]
+    result = ioi.train(n_layers=1, n_heads=2, d_model=16, steps=60, batch_size=32, lr=1e-2, progress=False)
+    losses = result["losses"]
+    assert sum(losses[-10:]) < sum(losses[:10])
+    model = ioi.trained_model(result)
+    assert ioi.evaluate(model, ioi.ioi_prompts(20))["accuracy"] >= 0.0
 
 
 @pytest.mark.parametrize("seed", range(6))

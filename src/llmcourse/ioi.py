@@ -66,15 +66,22 @@ def ioi_prompts(n: int, seed: int = 0, templates: tuple[int, ...] | None = None)
     return {"tokens": torch.tensor(rows)} | {k: torch.tensor(v) for k, v in info.items()}
 
 
-def repeated_sequences(n: int, seed: int = 0, length: int = 9) -> torch.Tensor:
-    """(n, SEQ_LEN) sequences <bos> x1..xL x1..xL of random words: the second half is predictable by copying."""
+def repeated_sequences(n: int, seed: int = 0, length: int | None = None) -> torch.Tensor:
+    """(n, SEQ_LEN) sequences <bos> x1..xL x1..xL <pad>... of random words: the second copy is predictable by copying.
+
+    L is `length`, or random between 4 and 9 for each sequence, so that the copy is never at a fixed position:
+    the model must find "the token after the previous occurrence of this one" (an induction head).
+    """
     gen = torch.Generator().manual_seed(seed)
-    first = torch.randint(len(SPECIALS), len(VOCAB), (n, length), generator=gen)
-    seqs = torch.cat([torch.full((n, 1), BOS), first, first], dim=1)
-    return torch.cat([seqs, torch.full((n, SEQ_LEN - seqs.shape[1]), PAD)], dim=1)
+    rows = torch.full((n, SEQ_LEN), PAD)
+    for i in range(n):
+        size = length or int(torch.randint(4, 10, (1,), generator=gen))
+        words = torch.randint(len(SPECIALS), len(VOCAB), (size,), generator=gen)
+        rows[i, : 2 * size + 1] = torch.cat([torch.tensor([BOS]), words, words])
+    return rows
 
 
-def training_batch(batch_size: int, seed: int, induction: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def training_batch(batch_size: int, seed: int, induction: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
     """IOI sentences and (a fraction `induction` of) repeated random sequences: inputs and targets, (batch, SEQ_LEN - 1).
 
     In an IOI sentence only the answer is a target (<pad> targets are ignored): the names are random by
@@ -120,6 +127,7 @@ class TinyTransformer(nn.Module):
         self.ln = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, len(VOCAB))
         self.ablated: set[tuple[int, int]] = set()  # (layer, head) pairs whose output is set to zero
+        self.head_outputs: list[torch.Tensor] = []  # per layer, the heads' outputs before W_o (batch, seq, d_model)
         for layer, block in enumerate(self.blocks):
             block.attn.o.register_forward_pre_hook(self._ablation_hook(layer))
 
@@ -127,12 +135,13 @@ class TinyTransformer(nn.Module):
         def hook(module, inputs):
             (merged,) = inputs                                   # (batch, seq, n_heads * d_head): heads side by side
             heads = [h for (l, h) in self.ablated if l == layer]
-            if not heads:
-                return None
-            d_head = merged.shape[-1] // self.config["n_heads"]
-            merged = merged.clone()
-            for h in heads:
-                merged[..., h * d_head:(h + 1) * d_head] = 0   # this head no longer writes anything
+            if heads:
+                d_head = merged.shape[-1] // self.config["n_heads"]
+                merged = merged.clone()
+                for h in heads:
+                    merged[..., h * d_head:(h + 1) * d_head] = 0  # this head no longer writes anything
+            del self.head_outputs[layer:]
+            self.head_outputs.append(merged)
             return (merged,)
         return hook
 
@@ -149,11 +158,11 @@ class TinyTransformer(nn.Module):
 
 
 def train(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, steps: int = 2000, batch_size: int = 64,
-          lr: float = 3e-3, induction: float = 0.5, seed: int = 0, progress: bool = True) -> dict:
+          lr: float = 3e-3, induction: float = 0.25, seed: int = 0, progress: bool = True) -> dict:
     """Train a TinyTransformer with next-token loss on fresh batches; returns the model and its losses.
 
-    Returns {"model": the trained model (eval mode), "losses": [loss per step], "seconds": training time}.
-    Explained in chapter 03_attention.
+    Returns {"config", "state": the trained weights (load them with `trained_model`), "losses": [loss per step],
+    "seconds": training time}. Explained in chapter 03_attention.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small is fastest on one core (and does not fight other processes)
@@ -171,9 +180,15 @@ def train(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, steps: int = 2
         opt.step()
         schedule.step()
         losses.append(loss.item())
-    model.eval()
     torch.set_num_threads(threads)
-    return {"model": model, "losses": losses, "seconds": time.perf_counter() - start}
+    return {"config": model.config, "state": model.state_dict(), "losses": losses, "seconds": time.perf_counter() - start}
+
+
+def trained_model(result: dict) -> TinyTransformer:
+    """The model that `train` returned the weights of, ready to evaluate."""
+    model = TinyTransformer(**result["config"])
+    model.load_state_dict(result["state"])
+    return model.eval()
 
 
 # --- measuring and opening the model -------------------------------------------------------------------
@@ -208,6 +223,49 @@ def ablation_table(model: TinyTransformer, prompts: dict) -> dict:
             table[(layer, head)] = evaluate(model, prompts)
     model.ablated = set()
     return table
+
+
+@torch.no_grad()
+def head_logit_diff(model: TinyTransformer, prompts: dict) -> torch.Tensor:
+    """What each head writes, read directly as logit(IO) - logit(S) at END, averaged: (n_layers, n_heads).
+
+    A head's contribution to the residual stream is its slice of the merged outputs times its slice of W_o;
+    the final LayerNorm is approximated by its scale on the whole residual (its weight over the std), as in
+    "direct logit attribution" (Wang et al. 2022 use the same idea). Positive: the head pushes towards IO.
+    """
+    logits = model(prompts["tokens"])
+    rows = torch.arange(len(logits))
+    n_heads, d_model = model.config["n_heads"], model.config["d_model"]
+    d_head = d_model // n_heads
+    direction = model.head.weight[prompts["io"]] - model.head.weight[prompts["s"]]   # (n, d_model)
+    x = model.tok(prompts["tokens"]) + model.pos(torch.arange(prompts["tokens"].shape[1]))
+    for block in model.blocks:
+        x = block(x)
+    std = x[rows, prompts["end"]].var(-1, unbiased=False).add(model.ln.eps).sqrt()  # (n,)
+    out = torch.zeros(model.config["n_layers"], n_heads)
+    for layer, block in enumerate(model.blocks):
+        merged = model.head_outputs[layer][rows, prompts["end"]]                     # (n, n_heads * d_head)
+        for h in range(n_heads):
+            part = merged[:, h * d_head:(h + 1) * d_head] @ block.attn.o.weight[:, h * d_head:(h + 1) * d_head].T
+            part = part - part.mean(-1, keepdim=True)                                # LayerNorm centres first
+            out[layer, h] = ((part * model.ln.weight / std[:, None]) * direction).sum(-1).mean()
+    return out
+
+
+@torch.no_grad()
+def pattern_scores(model: TinyTransformer, n: int = 200, seed: int = 0, length: int = 9) -> dict:
+    """Pattern scores of every head on repeated random sequences x1..xL x1..xL: (n_layers, n_heads) each.
+
+    For the tokens of the second copy, the mean weight on: the previous token ("previous token"), the same token's
+    first occurrence ("duplicate token", L back) and the token that followed it ("induction", L - 1 back).
+    """
+    seqs = repeated_sequences(n, seed, length)[:, : 2 * length + 1]   # all of the same length here
+    model(seqs)
+    attn = model.attention()                                         # (n, n_layers, n_heads, seq, seq)
+    pos = torch.arange(length + 1, 2 * length + 1)                   # the second copy
+    return {"previous token": attn[..., pos, pos - 1].mean((0, -1)),
+            "duplicate token": attn[..., pos, pos - length].mean((0, -1)),
+            "induction": attn[..., pos, pos - length + 1].mean((0, -1))}
 
 
 def name_mover(attention: torch.Tensor, io_pos: torch.Tensor, s_pos: torch.Tensor) -> tuple[int, int]:
