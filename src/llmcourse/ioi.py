@@ -319,6 +319,6 @@ def head_patterns(seed: int = 0, n_prompts: int = 8, n_layers: int = 2, n_heads:
             elif role == "subject":
                 scores[-1, s1] += 2.5
                 scores[-1, s2] += 2.5
-            scores = scores.masked_fill(~causal_mask(seq), float("-inf"))
+            scores = scores.masked_fill(~torch.ones(seq, seq, dtype=torch.bool).tril(), float("-inf"))  # causal
             attn[p, layer, head] = torch.softmax(scores, dim=-1)
     return {"attention": attn, "io_pos": prompts["io_pos"], "s_pos": prompts["s1_pos"], "roles": roles}
