@@ -5,6 +5,7 @@ Explained in: README.md, sections "Authors" and "Instructors".
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in grading.release(args.assignments or None):
             print("released", path.relative_to(grading.REPO))
         return 0
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        print("note: not running as root, so student kernels cannot be hidden from this user's files "
+              "(README, 'How grading works').", file=sys.stderr)
     limits = grading.Limits(cell_timeout=args.cell_timeout, student_timeout=args.student_timeout,
                             memory_bytes=int(args.memory_gb * 2**30))
     rows = grading.grade(args.submissions, args.assignment, out=args.out, feedback=args.feedback, jobs=args.jobs,

@@ -10,6 +10,7 @@ Explained in: README.md, sections "Authors" and "Instructors".
 from __future__ import annotations
 
 import ast
+import copy
 import csv
 import hashlib
 import json
@@ -53,6 +54,8 @@ def configure(c, root: Path, source: str = "solutions", release: str = "exercise
     c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
     c.Execute.timeout = cell_timeout
     c.Execute.kernel_name = kernel
+    stopped = f"the cell ran longer than {cell_timeout} s and was stopped (an endless loop?)"
+    c.Execute.error_on_timeout = {"ename": "CellTimeoutError", "evalue": stopped, "traceback": [f"CellTimeoutError: {stopped}"]}
     c.GenerateAssignment.create_assignment = True
     c.Autograde.create_student = True
     c.GenerateFeedback.preprocessors = [
@@ -237,19 +240,35 @@ def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
 
 
 def build_kernel_package(target: Path, source_nb, cells) -> None:
-    """A copy of llmcourse for the grading kernel, in which every public function of the modules that hold
-    graded references is a stub, except the helpers the notebook imports (its 'given' names)."""
+    """A copy of llmcourse for the grading kernel. In the modules that hold graded references, every public
+    function is a stub, except the helpers the notebook imports (its 'given' names) and the functions those
+    helpers call; the graded references themselves are always stubs."""
     package = Path(__file__).resolve().parent
     shutil.copytree(package, target / "llmcourse", ignore=shutil.ignore_patterns("__pycache__"))
     given = judge.given_names(source_nb)
-    modules = {checks.REGISTRY[name].reference.__module__ for cell in cells for name, _ in cell.calls}
-    for module in modules:
+    graded = {(checks.REGISTRY[name].reference.__module__, checks.REGISTRY[name].reference.__name__)
+              for cell in cells for name, _ in cell.calls}
+    for module in {m for m, _ in graded}:
         path = target / Path(*module.split(".")).with_suffix(".py")
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and (module, node.name) not in given:
+        functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        keep = _called_from({name for m, name in given if m == module}, functions)
+        for name, node in functions.items():
+            if not name.startswith("_") and (name not in keep or (module, name) in graded):
                 node.body = ast.parse(f"raise NotImplementedError({STUB_MESSAGE!r})").body
         path.write_text(ast.unparse(tree), encoding="utf-8")
+
+
+def _called_from(roots: set[str], functions: dict[str, ast.FunctionDef]) -> set[str]:
+    """`roots` and every module-level function they reach by name."""
+    keep, todo = set(), [r for r in roots if r in functions]
+    while todo:
+        name = todo.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions]
+    return keep
 
 
 STUB_MESSAGE = "llmcourse's reference implementations are not available while a notebook is graded"
@@ -305,6 +324,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     if not ids & expected:
         row.status = f"not a {assignment} notebook: none of its answer cells is there (another assignment?)"
         return row, None
+    data = nbformat.writes(restore_locked_cells(submitted, s["source_nb"])).encode()
     course = s["work"] / "students" / f"s{index}"
     shutil.copytree(s["template"], course, ignore=shutil.ignore_patterns("release"))
     target = course / "submitted" / student / assignment / source.name
@@ -321,11 +341,13 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     finally:
         _kill_leftovers(uid, kernel_dir)
         shutil.rmtree(kernel_dir, ignore_errors=True)
+    autograded = course / "autograded" / student / assignment / source.name
+    if autograded.exists():
+        _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
     row.cells = {v.grade_id: (v.score, v.points) for v in verdicts}
     row.score = sum(v.score for v in verdicts)
     row.message = " | ".join(f"{v.grade_id}: {'hidden tests failed' if v.hidden else v.message}"
                              for v in verdicts if v.message)[:4000]
-    autograded = course / "autograded" / student / assignment / source.name
     row.status = "graded" if not stopped and autograded.exists() else f"graded, but {stopped or 'nbgrader wrote no notebook'}"
     if notes:
         row.status += f" ({notes})"
@@ -334,6 +356,22 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
         with _NBGRADER_LOCK:
             html = _feedback(course, student, assignment, source.name, autograded, verdicts)
     return row, html
+
+
+def restore_locked_cells(submitted, source_nb):
+    """Put back every locked cell (tests, set-up) the student deleted, after the cell that preceded it in the
+    source; nbgrader then restores the contents of all locked cells from the source."""
+    nb = copy.deepcopy(submitted)
+    present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
+    previous = None
+    for cell in source_nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("locked") and meta.get("grade_id") not in present:
+            at = next((i + 1 for i, c in enumerate(nb.cells)
+                       if previous and c.metadata.get("nbgrader", {}).get("grade_id") == previous), len(nb.cells))
+            nb.cells.insert(at, copy.deepcopy(cell))
+        previous = meta.get("grade_id", previous)
+    return nb
 
 
 def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) -> None:
@@ -377,7 +415,10 @@ def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, l
         with open(os.environ["LLMCOURSE_GRADING_LOG"], "ab") as log:
             log.write(err)
     if proc.returncode != 0:
-        last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        text = err.decode(errors="replace")
+        if "DeadKernelError" in text or "Kernel died" in text:
+            return "its kernel died (the notebook exited or killed it): the tests after that point score 0"
+        last = text.strip().splitlines()[-1:] or [""]
         return f"the grading process ended with code {proc.returncode} ({last[0][:200]})"
     return ""
 
@@ -415,6 +456,19 @@ def _kill_leftovers(uid: int | None, kernel_dir: Path) -> None:
                 os.kill(int(pid), signal.SIGKILL)
         except (OSError, ProcessLookupError):
             pass
+
+
+def _explain_unchecked(verdicts, autograded) -> None:
+    """A check that recorded nothing: add the error the test cell stopped with (NameError, timeout, ...)."""
+    errors = {}
+    for cell in autograded.cells:
+        outs = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        if outs:
+            errors[cell.metadata.get("nbgrader", {}).get("grade_id")] = f"{outs[-1].ename}: {outs[-1].evalue}"[:300]
+    for v in verdicts:
+        if "was not checked" in v.message and v.grade_id in errors:
+            v.message = v.message.replace("did not run to the end (see your notebook).",
+                                          f"stopped with {errors[v.grade_id]}")
 
 
 def _feedback(course: Path, student: str, assignment: str, name: str, autograded: Path, verdicts) -> str | None:
@@ -473,11 +527,15 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 
 def summary(rows: list[Row]) -> str:
-    """A plain-text table of the grades, for the terminal."""
+    """A plain-text table of the grades, for the terminal, with a closing line of totals."""
     width = max([len(r.student) for r in rows] + [7])
     lines = [f"{'student':<{width}}  {'score':>11}  status"]
     for r in rows:
         lines.append(f"{r.student:<{width}}  {r.score:>5g} / {r.max_score:<3g}  {r.status}")
+    graded = [r for r in rows if r.status.startswith("graded")]
+    mean = sum(r.score for r in graded) / len(graded) if graded else 0.0
+    lines.append(f"{len(rows)} students: {len(graded)} graded (mean {mean:.1f} / {rows[0].max_score:g}), "
+                 f"{len(rows) - len(graded)} need the instructor (see status)" if rows else "no student folders")
     return "\n".join(lines)
 
 

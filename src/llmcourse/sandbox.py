@@ -90,6 +90,42 @@ def count_processes_of(uid: int) -> int:
     return n
 
 
+MAX_GROUP_PROCESSES = 8  # more processes than this in the kernel's process group: a fork bomb, cut down
+
+
+def watch_forks() -> None:
+    """A thread of the kernel: while the kernel's process group holds more than MAX_GROUP_PROCESSES processes,
+    kill every one but the kernel, so a fork bomb cannot starve the machine until the notebook's time limit."""
+    import signal
+    import threading
+    import time
+
+    me, group = os.getpid(), os.getpgrp()
+
+    def members() -> list[int]:
+        pids = []
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and int(pid) != me and os.getpgid(int(pid)) == group:
+                    pids.append(int(pid))
+            except OSError:
+                pass
+        return pids
+
+    def loop() -> None:
+        while True:
+            others = members()
+            if len(others) >= MAX_GROUP_PROCESSES:
+                for pid in others:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            time.sleep(0.2)
+
+    threading.Thread(target=loop, daemon=True, name="llmcourse-fork-watch").start()
+
+
 def main() -> None:
     """argv: SETTINGS_JSON CONNECTION_FILE. Sets everything up, then becomes the ipykernel."""
     settings = json.loads(Path(sys.argv[1]).read_text())
@@ -122,6 +158,7 @@ def main() -> None:
     sys.path.insert(0, settings["pythonpath"])
     if notes:
         (home / "sandbox-notes.txt").write_text("\n".join(notes))
+    watch_forks()
     sys.argv = [sys.argv[0], "-f", str(own_connection), "--HistoryManager.hist_file=:memory:"]
     from ipykernel import kernelapp
 

@@ -1,0 +1,147 @@
+"""`llmcourse grade` on broken, careless and hostile submissions: every student gets a correct row, nobody gains
+points they did not earn, nothing leaks, the submissions are untouched, and the batch always finishes."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import hostile
+from llmcourse import grading
+
+LIMITS = grading.Limits(cell_timeout=10, student_timeout=240)
+
+
+def tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+            h.update(oct(path.stat().st_mode).encode())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hostile")
+    subs = hostile.build(base / "submissions")
+    before = tree_hash(subs)
+    rows = grading.grade(subs, hostile.ASSIGNMENT, out=base / "grades.csv", feedback=base / "feedback", jobs=2,
+                         limits=LIMITS, cache=base / "cache", progress=False)
+    return {"rows": {r.student: r for r in rows}, "base": base, "subs": subs, "before": before}
+
+
+def feedback_text(batch, student: str) -> str:
+    page = (batch["base"] / "feedback" / f"{student}.html").read_text(encoding="utf-8")
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def test_every_student_gets_one_row(batch):
+    with open(batch["base"] / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["student"] for r in rows] == sorted([*hostile.EXPECTED, "honest"])
+    assert all(r["max_score"] == rows[0]["max_score"] for r in rows)
+
+
+def test_the_honest_student_is_not_harmed(batch):
+    row = batch["rows"]["honest"]
+    assert row.status == "graded" and row.score == row.max_score, row.message
+
+
+@pytest.mark.parametrize("case", sorted(hostile.EXPECTED))
+def test_each_case_gets_the_row_it_deserves(batch, case):
+    status, zero, full = hostile.EXPECTED[case]
+    row = batch["rows"][case]
+    if case == "kill_parent" and os.geteuid() != 0:
+        status = "graded"  # without root the kernel can kill its grading process: the row then says so
+    assert row.status.startswith(status), f"{case}: status {row.status!r}"
+    for cell in zero:
+        assert row.cells.get(cell, (0, 0))[0] == 0, f"{case}: {cell} must score 0, got {row.cells.get(cell)}"
+    for cell in full:
+        assert row.cells[cell][0] == row.cells[cell][1] > 0, f"{case}: {cell} must keep its points ({row.message})"
+    assert row.score < row.max_score or case == "huge_output"
+
+
+def test_reference_use_is_named(batch):
+    for case in ["reference_import", "reference_wrapper"]:
+        assert "reference implementation" in batch["rows"][case].message, batch["rows"][case].message
+
+
+def test_patched_checks_gain_nothing_and_say_so(batch):
+    assert "was not checked" in batch["rows"]["patch_checks"].message
+    assert "divide it by the product" in batch["rows"]["patch_numpy_torch_builtins"].message
+
+
+def test_timeouts_are_per_cell_and_the_rest_is_graded(batch):
+    for case in ["infinite_loop", "sleep_forever"]:
+        assert batch["rows"][case].score > 0
+    assert "longer than 10 s" in batch["rows"]["infinite_loop"].message  # the test cell itself timed out
+    assert "is not defined" in batch["rows"]["sleep_forever"].message  # the timed-out cell defined nothing
+
+
+def test_edited_or_deleted_tests_run_as_written_by_the_instructor(batch):
+    for case in ["test_replaced_by_pass", "test_deleted"]:
+        assert "divide it by the product" in batch["rows"][case].message, batch["rows"][case].message
+
+
+def test_a_dead_kernel_is_reported(batch):
+    for case in ["os_exit", "kill_self"]:
+        assert "kernel died" in batch["rows"][case].status
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hiding files from the kernel needs root (mount namespace, own uid)")
+def test_secrets_are_out_of_the_kernels_reach(batch):
+    text = feedback_text(batch, "reads_secrets")
+    assert "secrets found: 0" in text, "the kernel could read a solution, gradebook, reference source or records"
+    assert "LEAKED /" not in text
+
+
+def test_no_feedback_shows_hidden_tests(batch):
+    for page in (batch["base"] / "feedback").glob("*.html"):
+        assert hostile.SECRET not in feedback_text(batch, page.stem), page.name
+
+
+def test_huge_output_is_cut_in_feedback(batch):
+    page = batch["base"] / "feedback" / "huge_output.html"
+    assert page.stat().st_size < 2_000_000
+    assert "output cut" in feedback_text(batch, "huge_output")
+
+
+def test_submissions_are_untouched(batch):
+    assert tree_hash(batch["subs"]) == batch["before"]
+
+
+def test_no_process_of_a_kernel_survives(batch):
+    if os.geteuid() != 0:
+        pytest.skip("leftovers are found by their user id when grading as root")
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid(pid) >= grading.UID_BASE]
+    assert not left, f"processes of grading users still run: {left}"
+
+
+def _uid(pid: str) -> int:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
+
+
+def test_second_run_reuses_grades_and_gives_the_same_csv(batch, monkeypatch):
+    def no_regrade(*args, **kwargs):
+        raise AssertionError("an unchanged submission was graded again")
+    monkeypatch.setattr(grading, "_autograde", no_regrade)
+    out = batch["base"] / "again.csv"
+    grading.grade(batch["subs"], hostile.ASSIGNMENT, out=out, jobs=2, limits=LIMITS, cache=batch["base"] / "cache",
+                  progress=False)
+    assert out.read_bytes() == (batch["base"] / "grades.csv").read_bytes()
+
+
+def test_summary_table_ends_with_totals(batch):
+    text = grading.summary(sorted(batch["rows"].values(), key=lambda r: r.student))
+    assert text.splitlines()[-1].startswith(f"{len(batch['rows'])} students: ")
+    assert "need the instructor" in text
