@@ -13,3 +13,5 @@ from llmcourse.checks.tokens import (check_count_pairs, check_cosine_similarity,
                                      check_merge, check_sinusoidal_positions, check_train_bpe)
 from llmcourse.checks.vectors import (check_analogy, check_evaluate_analogies, check_negative_distribution,  # noqa: F401
                                       check_sgns_gradients, check_sgns_loss, check_train, check_train_step)
+from llmcourse.checks.attention import (check_causal_mask, check_find_name_mover, check_merge_heads,  # noqa: F401
+                                        check_multi_head_attention, check_scaled_dot_product_attention, check_split_heads)
