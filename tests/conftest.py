@@ -31,6 +31,18 @@ def plant(solution: nbformat.NotebookNode, cell_id: str, source: str) -> nbforma
     return nb
 
 
+def notebook_namespace(assignment: str, replace: dict[str, str] | None = None) -> dict:
+    """Run the solution notebook's set-up and solution cells in one namespace, as its kernel would, with some
+    solution cells (by grade_id) replaced, e.g. by a planted mistake; return the namespace."""
+    nb = nbformat.read(next((REPO / "solutions" / assignment).glob("*.ipynb")), as_version=4)
+    ns: dict = {}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and not meta.get("grade"):
+            exec(compile((replace or {}).get(meta.get("grade_id"), cell.source), meta.get("grade_id", "?"), "exec"), ns)
+    return ns
+
+
 @pytest.fixture(scope="session")
 def graded(tmp_path_factory) -> dict[str, dict]:
     """For every assignment: grade the solution, the untouched student notebook and each planted mistake
