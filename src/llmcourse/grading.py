@@ -146,13 +146,6 @@ class Row:
         return {k: v for k, v in asdict(self).items() if k in CSV_COLUMNS}
 
 
-def total_points(notebook: Path) -> float:
-    """The points of all graded cells of a source notebook."""
-    nb = nbformat.read(notebook, as_version=4)
-    return float(sum(c.metadata.get("nbgrader", {}).get("points", 0) for c in nb.cells
-                     if c.metadata.get("nbgrader", {}).get("grade")))
-
-
 @dataclass
 class Limits:
     """What one student's notebook may use while it is graded."""
@@ -540,10 +533,6 @@ def summary(rows: list[Row]) -> str:
     lines.append(f"{len(rows)} students: {len(graded)} graded (mean {mean:.1f} / {rows[0].max_score:g}), "
                  f"{len(rows) - len(graded)} need the instructor (see status)" if rows else "no student folders")
     return "\n".join(lines)
-
-
-def rows_json(rows: list[Row]) -> str:
-    return json.dumps([asdict(r) for r in rows], indent=1)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["autograde-worker"]:
