@@ -20,8 +20,10 @@ ENCODE_TEXTS = SAMPLE_TEXTS + ["", "lowest newest widest", "学习 🤖🤖"]
 DECODE_TEXTS = SAMPLE_TEXTS + ["", "学习 🤖🤖", "naïve café — ½"]
 
 
-def _training_merges(num_merges: int) -> list[tuple[int, int]]:
-    return tokens.train_bpe(" ".join(SAMPLE_TEXTS) * 3, num_merges)
+def _with_merges(texts, num_merges: int, encoded: bool) -> list[tuple]:
+    """Cases (text or its ids, merges) with merges learned once on the sample texts; each case gets its own copy."""
+    merges = tokens.train_bpe(" ".join(SAMPLE_TEXTS) * 3, num_merges)
+    return [(tokens.encode(t, merges) if encoded else t, list(merges)) for t in texts]
 
 
 # --- count_pairs, merge --------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ def _compare_encode(args, got) -> None:
 
 check_encode = register(Check(
     name="encode", reference=tokens.encode,
-    cases=lambda texts=tuple(ENCODE_TEXTS), num_merges=40: [(t, _training_merges(num_merges)) for t in texts],
+    cases=lambda texts=tuple(ENCODE_TEXTS), num_merges=40: _with_merges(texts, num_merges, encoded=False),
     output=as_int_list, compare=_compare_encode, passed="encode matches the reference, Chinese and emoji included."))
 
 
@@ -139,8 +141,7 @@ def _compare_decode(args, got) -> None:
 
 check_decode = register(Check(
     name="decode", reference=tokens.decode,
-    cases=lambda texts=tuple(DECODE_TEXTS), num_merges=40: [
-        (tokens.encode(t, _training_merges(num_merges)), _training_merges(num_merges)) for t in texts],
+    cases=lambda texts=tuple(DECODE_TEXTS), num_merges=40: _with_merges(texts, num_merges, encoded=True),
     output=as_str, compare=_compare_decode, passed="decode(encode(text)) == text, Chinese and emoji included."))
 
 
