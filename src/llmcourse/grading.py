@@ -326,17 +326,21 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     target = course / "submitted" / student / assignment / source.name
     target.parent.mkdir(parents=True)
     target.write_bytes(data)
-    kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
     uid = s["uid_base"] + index if os.geteuid() == 0 else None
-    try:
-        _prepare_kernel(kernel_dir, course, s, uid)
-        stopped = _run_worker(course, assignment, student, kernel_dir, limits)
-        _kill_leftovers(uid, kernel_dir)
-        verdicts = judge.judge(s["cells"], judge.read_records(kernel_dir / "records.jsonl"))
-        notes = (kernel_dir / "sandbox-notes.txt").read_text() if (kernel_dir / "sandbox-notes.txt").exists() else ""
-    finally:
-        _kill_leftovers(uid, kernel_dir)
-        shutil.rmtree(kernel_dir, ignore_errors=True)
+    for attempt in (1, 2):  # a kernel that dies before recording anything (a rare start-up failure) gets one more go
+        kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
+        try:
+            _prepare_kernel(kernel_dir, course, s, uid)
+            stopped = _run_worker(course, assignment, student, kernel_dir, limits)
+            _kill_leftovers(uid, kernel_dir)
+            records = judge.read_records(kernel_dir / "records.jsonl")
+            notes = (kernel_dir / "sandbox-notes.txt").read_text() if (kernel_dir / "sandbox-notes.txt").exists() else ""
+        finally:
+            _kill_leftovers(uid, kernel_dir)
+            shutil.rmtree(kernel_dir, ignore_errors=True)
+        if records or not stopped.startswith("its kernel died"):
+            break
+    verdicts = judge.judge(s["cells"], records)
     autograded = course / "autograded" / student / assignment / source.name
     if autograded.exists():
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
@@ -390,7 +394,7 @@ def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) ->
             os.chown(path, uid, uid)
     os.chmod(kernel_dir, 0o700)
     spec = course / "jupyter" / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
+    spec.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-I", str(kernel_dir / "sandbox.py"), str(kernel_dir / "settings.json"), "{connection_file}"]
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "llmcourse grading", "language": "python"}))
 
