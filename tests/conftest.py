@@ -38,8 +38,16 @@ def notebook_namespace(assignment: str, replace: dict[str, str] | None = None) -
     ns: dict = {}
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and not meta.get("grade"):
-            exec(compile((replace or {}).get(meta.get("grade_id"), cell.source), meta.get("grade_id", "?"), "exec"), ns)
+        if cell.cell_type != "code" or meta.get("grade"):
+            continue
+        code = compile((replace or {}).get(meta.get("grade_id"), cell.source), meta.get("grade_id", "?"), "exec")
+        if meta.get("solution") or meta.get("grade_id") == "setup":
+            exec(code, ns)
+            continue
+        try:  # an ungraded exploration cell may fail on a planted mistake, as in the student's kernel (no points)
+            exec(code, ns)
+        except Exception:
+            pass
     return ns
 
 

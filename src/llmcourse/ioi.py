@@ -4,20 +4,17 @@
 name that appears once; the subject (S) appears twice. The sentences are built from templates with many
 names, places and objects, one word per token, mixed with repeated random sequences (x1..xn x1..xn) that
 reward copying what came after the same token earlier (induction). The model is nanoGPT-like: token and
-position embeddings, pre-LayerNorm blocks of multi-head attention (`llmcourse.attention`) and an MLP.
+position embeddings, pre-LayerNorm blocks of multi-head attention and an MLP (`llmcourse.gpt`).
 
 Explained in chapter 03_attention.
 """
 from __future__ import annotations
 
 import random
-import time
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
-from llmcourse.attention import MultiHeadAttention, causal_mask
+from llmcourse.gpt import TinyGPT, train_lm
 
 NAMES = ["Mary", "John", "Alice", "Bob", "Tom", "Anna", "James", "Sarah", "David", "Emma", "Paul", "Laura",
          "Mark", "Julia", "Peter", "Kate", "Daniel", "Lisa", "Simon", "Rose", "Adam", "Clara", "Max", "Nina"]
@@ -99,33 +96,12 @@ def training_batch(batch_size: int, seed: int, induction: float = 0.25) -> tuple
 
 # --- the model -----------------------------------------------------------------------------------------
 
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attention(ln(x)), then x + mlp(ln(x)). Keeps the last attention weights."""
-
-    def __init__(self, d_model: int, n_heads: int):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
-        self.weights = None  # (batch, n_heads, seq, seq) of the last forward pass
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, self.weights = self.attn(self.ln1(x), causal_mask(x.shape[1]))
-        x = x + out
-        return x + self.mlp(self.ln2(x))
-
-
-class TinyTransformer(nn.Module):
-    """A GPT in miniature: embeddings + positions, n_layers blocks, LayerNorm, a linear map to the vocabulary."""
+class TinyTransformer(TinyGPT):
+    """`llmcourse.gpt.TinyGPT` on the IOI vocabulary, with heads that can be switched off (`ablated`)."""
 
     def __init__(self, n_layers: int = 2, n_heads: int = 4, d_model: int = 64):
-        super().__init__()
+        super().__init__(len(VOCAB), SEQ_LEN, n_layers, n_heads, d_model)
         self.config = dict(n_layers=n_layers, n_heads=n_heads, d_model=d_model)
-        self.tok = nn.Embedding(len(VOCAB), d_model)
-        self.pos = nn.Embedding(SEQ_LEN, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads) for _ in range(n_layers))
-        self.ln = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, len(VOCAB))
         self.ablated: set[tuple[int, int]] = set()  # (layer, head) pairs whose output is set to zero
         self.head_outputs: list[torch.Tensor] = []  # per layer, the heads' outputs before W_o (batch, seq, d_model)
         for layer, block in enumerate(self.blocks):
@@ -145,17 +121,6 @@ class TinyTransformer(nn.Module):
             return (merged,)
         return hook
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (batch, seq) -> logits (batch, seq, vocabulary)."""
-        x = self.tok(tokens) + self.pos(torch.arange(tokens.shape[1]))
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.ln(x))
-
-    def attention(self) -> torch.Tensor:
-        """Attention weights of the last forward pass: (batch, n_layers, n_heads, seq, seq)."""
-        return torch.stack([block.weights for block in self.blocks], dim=1)
-
 
 def train(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, steps: int = 2000, batch_size: int = 64,
           lr: float = 3e-3, induction: float = 0.25, seed: int = 0, progress: bool = True) -> dict:
@@ -164,24 +129,11 @@ def train(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, steps: int = 2
     Returns {"config", "state": the trained weights (load them with `trained_model`), "losses": [loss per step],
     "seconds": training time}. Explained in chapter 03_attention.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small is fastest on one core (and does not fight other processes)
     torch.manual_seed(seed)
     model = TinyTransformer(n_layers, n_heads, d_model)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    losses, start = [], time.perf_counter()
-    for step in tqdm(range(steps), desc="training", disable=not progress):
-        inputs, targets = training_batch(batch_size, seed * 1_000_003 + step + 1, induction)
-        logits = model(inputs)                                   # (batch, seq, vocabulary)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(VOCAB)), targets.reshape(-1), ignore_index=PAD)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
-        losses.append(loss.item())
-    torch.set_num_threads(threads)
-    return {"config": model.config, "state": model.state_dict(), "losses": losses, "seconds": time.perf_counter() - start}
+    result = train_lm(model, lambda step: training_batch(batch_size, seed * 1_000_003 + step + 1, induction),
+                      steps, lr, ignore_index=PAD, seed=seed, progress=progress)
+    return {"config": model.config} | result
 
 
 def trained_model(result: dict) -> TinyTransformer:
@@ -238,7 +190,7 @@ def head_logit_diff(model: TinyTransformer, prompts: dict) -> torch.Tensor:
     n_heads, d_model = model.config["n_heads"], model.config["d_model"]
     d_head = d_model // n_heads
     direction = model.head.weight[prompts["io"]] - model.head.weight[prompts["s"]]   # (n, d_model)
-    x = model.tok(prompts["tokens"]) + model.pos(torch.arange(prompts["tokens"].shape[1]))
+    x = model.embed(prompts["tokens"])
     for block in model.blocks:
         x = block(x)
     std = x[rows, prompts["end"]].var(-1, unbiased=False).add(model.ln.eps).sqrt()  # (n,)

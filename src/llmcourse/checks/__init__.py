@@ -15,3 +15,5 @@ from llmcourse.checks.vectors import (check_analogy, check_evaluate_analogies, c
                                       check_sgns_gradients, check_sgns_loss, check_train, check_train_step)
 from llmcourse.checks.attention import (check_causal_mask, check_find_name_mover, check_merge_heads,  # noqa: F401
                                         check_multi_head_attention, check_scaled_dot_product_attention, check_split_heads)
+from llmcourse.checks.ffn import (check_ablate_memories, check_ffn, check_find_fact_memories,  # noqa: F401
+                                  check_key_activations, check_promoted_tokens, check_weighted_values)

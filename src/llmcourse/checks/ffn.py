@@ -1,0 +1,248 @@
+"""Graded checks of exercise 04_ffn_memory: the FFN, its keys and values, promoted tokens, ablation, finding a fact.
+
+Explained in chapter 04_ffn_memory; each check compares with `llmcourse.ffn` on seeded inputs and names the
+typical mistakes: a bias forgotten, a matrix used the wrong way round (W1 is (d_model, d_ff): x @ W1), the
+activation applied after W2, memories zeroed along the wrong axis, memories chosen by activation or by value alone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmcourse import ffn
+from llmcourse.checks.core import ATOL, Check, as_float_array, as_int_list, compare_arrays, fail, register
+
+# --- shared inputs -----------------------------------------------------------------------------------------
+
+
+def _weights(gen: torch.Generator, d_model: int, d_ff: int) -> tuple[torch.Tensor, ...]:
+    """W1 (d_model, d_ff), b1 (d_ff,), W2 (d_ff, d_model), b2 (d_model,): about half the memories fire."""
+    W1 = torch.randn(d_model, d_ff, generator=gen) / d_model ** 0.5
+    b1 = torch.randn(d_ff, generator=gen) * 0.5
+    W2 = torch.randn(d_ff, d_model, generator=gen) / d_ff ** 0.5
+    b2 = torch.randn(d_model, generator=gen) * 0.5
+    return W1, b1, W2, b2
+
+
+def _describe(x: torch.Tensor, W1: torch.Tensor) -> str:
+    return f"for x of shape {tuple(x.shape)} and W1 of shape {tuple(W1.shape)}"
+
+
+ORIENTATION = ("W1 has shape (d_model, d_ff) and W2 (d_ff, d_model): compute x @ W1 and then @ W2, as in the formula "
+               "ReLU(x W1 + b1) W2 + b2. (torch.nn.Linear stores its weight the other way round, (out, in), which is "
+               "why its code says x @ weight.T; here the matrices are given in the formula's orientation.)")
+
+
+# --- the FFN -----------------------------------------------------------------------------------------------
+
+def _ffn_cases(seed: int = 0, shapes=((2, 3, 8, 8), (5, 4, 12), (1, 6, 16))):
+    """(x, W1, b1, W2, b2) for each (*batch, d_model, d_ff); the first is square, so that a matrix
+    used the wrong way round gives a wrong number (that we can name) rather than a shape error."""
+    gen = torch.Generator().manual_seed(seed)
+    cases = []
+    for *batch, d_model, d_ff in shapes:
+        cases.append((torch.randn(*batch, d_model, generator=gen), *_weights(gen, d_model, d_ff)))
+    return cases
+
+
+def _ffn_mistakes(x, W1, b1, W2, b2) -> dict[str, torch.Tensor]:
+    relu = torch.relu
+    wrong = {
+        "the bias b1 is missing: the keys are matched as x @ W1 + b1, before the ReLU.": relu(x @ W1) @ W2 + b2,
+        "the bias b2 is missing: add b2 after multiplying by W2.": relu(x @ W1 + b1) @ W2,
+        "the ReLU is applied after W2: it belongs between the two matrices, ReLU(x @ W1 + b1) @ W2 + b2, so that "
+        "each memory's activation is zero or positive (the output itself may be negative).":
+            relu((x @ W1 + b1) @ W2 + b2),
+        "the ReLU is missing: without it the two matrices collapse into one linear map, and a memory could fire "
+        "negatively. Apply torch.relu to x @ W1 + b1.": (x @ W1 + b1) @ W2 + b2,
+        "use the ReLU of the formula, not GELU.": torch.nn.functional.gelu(x @ W1 + b1) @ W2 + b2,
+    }
+    if W1.shape[0] == W1.shape[1]:
+        wrong[ORIENTATION] = relu(x @ W1.T + b1) @ W2.T + b2
+        wrong["W1 is used the wrong way round: " + ORIENTATION] = relu(x @ W1.T + b1) @ W2 + b2
+        wrong["W2 is used the wrong way round: " + ORIENTATION] = relu(x @ W1 + b1) @ W2.T + b2
+    return wrong
+
+
+def _compare_ffn(args, got) -> None:
+    dbl = tuple(a.double() for a in args)
+    want = ffn.ffn(*dbl).numpy()
+    compare_arrays(got, want, "ffn", what=_describe(*args[:2]),
+                   mistakes={m: w.numpy() for m, w in _ffn_mistakes(*dbl).items()})
+
+
+check_ffn = register(Check(
+    name="ffn", reference=ffn.ffn, cases=_ffn_cases, output=as_float_array, compare=_compare_ffn,
+    passed=f"ffn computes ReLU(x W1 + b1) W2 + b2 (tolerance {ATOL})."))
+
+
+# --- keys --------------------------------------------------------------------------------------------------
+
+def _key_cases(seed: int = 0, shapes=((2, 3, 8, 8), (5, 4, 12))):
+    return [case[:3] for case in _ffn_cases(seed, shapes)]
+
+
+def _compare_keys(args, got) -> None:
+    x, W1, b1 = (a.double() for a in args)
+    mistakes = {"the bias b1 is missing: compute ReLU(x @ W1 + b1).": torch.relu(x @ W1),
+                "the ReLU is missing: a key that does not match (a negative score) must give activation 0.": x @ W1 + b1}
+    if W1.shape[0] == W1.shape[1]:
+        mistakes["W1 is used the wrong way round: memory i's key is *column* i of W1, (d_model, d_ff), so the "
+                 "activations are x @ W1 (one number per column)."] = torch.relu(x @ W1.T + b1)
+    compare_arrays(got, ffn.key_activations(x, W1, b1).numpy(), "key_activations", what=_describe(x, W1),
+                   mistakes={m: w.numpy() for m, w in mistakes.items()})
+
+
+check_key_activations = register(Check(
+    name="key_activations", reference=ffn.key_activations, cases=_key_cases, output=as_float_array,
+    compare=_compare_keys, passed="key_activations gives one number per memory: how well x matches its key."))
+
+
+# --- weighted values ---------------------------------------------------------------------------------------
+
+def _values_cases(seed: int = 0, shapes=((3, 8, 8), (12, 4), (2, 2, 6, 5))):
+    """(activations, W2): activations (*batch, d_ff) from a ReLU (zeros included), W2 (d_ff, d_model)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.relu(torch.randn(*batch, d_ff, generator=gen)), torch.randn(d_ff, d_model, generator=gen))
+            for *batch, d_ff, d_model in shapes]
+
+
+def _compare_values(args, got) -> None:
+    a, W2 = (t.double() for t in args)
+    want = ffn.weighted_values(a, W2).numpy()
+    what = f"for activations of shape {tuple(a.shape)} and W2 of shape {tuple(W2.shape)}"
+    if got.shape == want.shape[:-2] + want.shape[-1:]:
+        fail(f"`weighted_values` {what} returned shape {got.shape}: that is already the sum over the memories "
+             f"(activations @ W2). Keep each memory's contribution separate: shape {want.shape}, one row per memory.")
+    mistakes = {}
+    if W2.shape[0] == W2.shape[1]:
+        mistakes["memory i's value is *row* i of W2 (d_ff, d_model): scale row i by activation i, "
+                 "activations[..., :, None] * W2."] = (a[..., None, :] * W2).numpy()
+        mistakes["W2 is used the wrong way round: the values are the rows of W2, (d_ff, d_model)."] = \
+            (a[..., :, None] * W2.T).numpy()
+    compare_arrays(got, want, "weighted_values", what=what, mistakes=mistakes)
+
+
+check_weighted_values = register(Check(
+    name="weighted_values", reference=ffn.weighted_values, cases=_values_cases, output=as_float_array,
+    compare=_compare_values, passed="weighted_values splits the FFN's output into one vector per memory."))
+
+
+# --- promoted tokens ---------------------------------------------------------------------------------------
+
+def _promoted_cases(seed: int = 0, ks=(3, 1, 5), vocab: int = 30, d_model: int = 8):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(d_model, generator=gen), torch.randn(vocab, d_model, generator=gen), k) for k in ks]
+
+
+def _compare_promoted(args, got) -> None:
+    value, unembedding, k = args
+    logits = unembedding.double() @ value.double()
+    want = ffn.promoted_tokens(value.double(), unembedding.double(), k)
+    if got == want:
+        return
+    if len(got) != k:
+        fail(f"`promoted_tokens(value, unembedding, k={k})` returned {len(got)} token ids, expected {k}.")
+    if got == torch.topk(-logits, k).indices.tolist() or set(got) == set(torch.topk(-logits, k).indices.tolist()):
+        fail(f"`promoted_tokens` returned the {k} tokens the value pushes *down* (the smallest of unembedding @ value); "
+             "take the largest: torch.topk(logits, k).")
+    if set(got) == set(want):
+        fail(f"`promoted_tokens` returned the right tokens in the wrong order: {got}; put the most promoted first, "
+             f"{want}.")
+    fail(f"`promoted_tokens` returned {got}, expected {want}: each token's logit changes by unembedding[token] . value, "
+         "so compute unembedding @ value (vocab,) and take the k largest.")
+
+
+check_promoted_tokens = register(Check(
+    name="promoted_tokens", reference=ffn.promoted_tokens, cases=_promoted_cases, output=as_int_list,
+    compare=_compare_promoted, passed="promoted_tokens reads a value vector through the unembedding."))
+
+
+# --- ablation ----------------------------------------------------------------------------------------------
+
+def _ablate_cases(seed: int = 0, shapes=((10,), (4, 10), (2, 4, 10)), memories=((2,), (0, 3), (1, 4, 9))):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.rand(*shape, generator=gen) + 0.5, list(chosen)) for shape, chosen in zip(shapes, memories)]
+
+
+def _as_ablated(value: Any, name: str) -> np.ndarray:
+    if value is None:
+        fail(f"`{name}` returned None: return the activations with the chosen memories set to zero "
+             "(changing the tensor in place and returning nothing loses it when the function is used in a hook).")
+    return as_float_array(value, name)
+
+
+def _compare_ablate(args, got) -> None:
+    a, memories = args
+    want = ffn.ablate_memories(a.double(), memories).numpy()
+    what = f"for activations of shape {tuple(a.shape)} and memories {memories}"
+    mistakes = {}
+    keep_only = torch.zeros_like(a.double())
+    keep_only[..., memories] = a.double()[..., memories]
+    mistakes["it keeps the chosen memories and zeroes all the others: ablating means switching the chosen ones "
+             "off, activations[..., memories] = 0."] = keep_only.numpy()
+    if a.dim() > 1 and max(memories) < a.shape[0]:
+        rows = a.double().clone()
+        rows[memories] = 0
+        mistakes["it zeroes whole rows (positions in the batch); memories are the *last* axis: "
+                 "activations[..., memories] = 0."] = rows.numpy()
+    compare_arrays(got, want, "ablate_memories", what=what, mistakes=mistakes)
+
+
+check_ablate_memories = register(Check(
+    name="ablate_memories", reference=ffn.ablate_memories, cases=_ablate_cases, output=_as_ablated,
+    compare=_compare_ablate, passed="ablate_memories switches the chosen memories off and leaves the rest."))
+
+
+# --- finding the memories that store a fact ----------------------------------------------------------------
+
+def _fact_cases(seeds=(0, 1), subjects=(0, 1, 2), k: int = 3):
+    """(x, W1, b1, W2, unembedding, answer, k) from `ffn.planted_memories`: x is a subject's direction plus noise."""
+    cases = []
+    for seed in seeds:
+        m = ffn.planted_memories(seed)
+        gen = torch.Generator().manual_seed(1000 + seed)
+        for s in subjects:
+            x = m["embedding"][s] + 0.1 * torch.randn(m["embedding"].shape[1], generator=gen)
+            cases.append((x, m["W1"], m["b1"], m["W2"], m["unembedding"], m["answers"][s], k))
+    return cases
+
+
+def _compare_fact(args, got) -> None:
+    x, W1, b1, W2, unembedding, answer, k = args
+    d_ff = W1.shape[1]
+    if len(got) != k:
+        fail(f"`find_fact_memories` returned {len(got)} memories, expected k = {k}.")
+    if len(set(got)) != k or not all(0 <= m < d_ff for m in got):
+        fail(f"`find_fact_memories` returned {got}: expected {k} different memory indices between 0 and {d_ff - 1}.")
+    b2 = torch.zeros(W2.shape[1])                                # planted_memories has no output bias
+    p = lambda ablated=(): ffn.answer_probability(x, W1, b1, W2, b2, unembedding, answer, ablated)  # noqa: E731
+    want = ffn.fact_memories(x, W1, b1, W2, unembedding, answer, k)
+    before, after, best = p(), p(got), p(want)
+    if before - after >= 0.9 * (before - best):
+        return
+    activations = ffn.key_activations(x, W1, b1)
+    alignment = W2 @ unembedding[answer]
+    top = lambda score: set(torch.topk(score, k).indices.tolist())  # noqa: E731
+    said = (f"ablating memories {sorted(got)} takes p(answer) from {before:.3f} to {after:.3f}, but the right {k} "
+            f"memories take it to {best:.3f}")
+    if set(got) == top(activations):
+        fail(f"`find_fact_memories`: {said}. You chose the memories that fire most on this input, but their values "
+             "do not point at the answer: weight each memory's activation by how much its value raises the answer's "
+             "logit, activation_i * (W2[i] . unembedding[answer]).")
+    if set(got) == top(alignment):
+        fail(f"`find_fact_memories`: {said}. You chose the memories whose values point at the answer, but their "
+             "keys do not fire on this input (activation 0), so switching them off changes nothing: multiply by the "
+             "key activations.")
+    if set(got) == top(-activations * alignment):
+        fail(f"`find_fact_memories`: {said}. You took the memories that push the answer *down* most: take the "
+             "largest contributions (torch.topk), not the smallest.")
+    fail(f"`find_fact_memories`: {said}. Score each memory by its contribution to the answer's logit, "
+         "activation_i * (W2[i] . unembedding[answer]), and take the k largest.")
+
+
+check_find_fact_memories = register(Check(
+    name="find_fact_memories", reference=ffn.fact_memories, cases=_fact_cases, output=as_int_list,
+    compare=_compare_fact, passed="find_fact_memories finds the memories whose ablation erases the fact."))

@@ -1,0 +1,102 @@
+"""Typical mistakes in exercise 04_ffn_memory."""
+
+SOLVED_VALUES = '''
+def weighted_values(activations, W2):
+    return activations[..., :, None] * W2
+'''
+
+SOLVED_KEYS = '''
+def key_activations(x, W1, b1):
+    return torch.relu(x @ W1 + b1)
+'''
+
+FFN_TESTS = ["test_ffn", "test_ffn_hidden"]
+LATER_TESTS = ["test_promoted_tokens", "test_ablate_memories", "test_find_fact_memories", "test_memories_hidden"]
+MEMORY_TESTS = ["test_key_activations", "test_weighted_values"]
+
+
+def _later(fails: list[str]) -> list[str]:
+    """The tests of sections 3-5 that a mistake in `fails` does not touch."""
+    return [t for t in LATER_TESTS if t not in fails]
+
+
+PLANTED = {
+    "ffn_no_b1": dict(
+        cell="ffn",
+        source='''
+def ffn(x, W1, b1, W2, b2):
+    return torch.relu(x @ W1) @ W2 + b2
+''',
+        fails=FFN_TESTS, keeps=MEMORY_TESTS + LATER_TESTS,
+        message="the bias b1 is missing"),
+    "ffn_relu_after_w2": dict(
+        cell="ffn",
+        source='''
+def ffn(x, W1, b1, W2, b2):
+    return torch.relu((x @ W1 + b1) @ W2 + b2)
+''',
+        fails=FFN_TESTS, keeps=MEMORY_TESTS + LATER_TESTS,
+        message="the ReLU is applied after W2"),
+    "ffn_transposed": dict(
+        cell="ffn",
+        source='''
+def ffn(x, W1, b1, W2, b2):
+    return torch.relu(x @ W1.T + b1) @ W2.T + b2
+''',
+        fails=FFN_TESTS, keeps=MEMORY_TESTS + LATER_TESTS,
+        message="W1 has shape (d_model, d_ff) and W2 (d_ff, d_model): compute x @ W1"),
+    "keys_no_relu": dict(
+        cell="memories",
+        source='''
+def key_activations(x, W1, b1):
+    return x @ W1 + b1
+''' + SOLVED_VALUES,
+        fails=["test_key_activations", "test_ffn_hidden"], keeps=["test_ffn", "test_weighted_values"] + LATER_TESTS,
+        message="the ReLU is missing: a key that does not match"),
+    "values_summed": dict(
+        cell="memories",
+        source=SOLVED_KEYS + '''
+def weighted_values(activations, W2):
+    return activations @ W2
+''',
+        fails=["test_weighted_values", "test_ffn_hidden"], keeps=["test_ffn", "test_key_activations"] + LATER_TESTS,
+        message="that is already the sum over the memories"),
+    "promoted_bottom_k": dict(
+        cell="promoted_tokens",
+        source='''
+def promoted_tokens(value, unembedding, k):
+    return torch.topk(-(unembedding @ value), k).indices.tolist()
+''',
+        fails=["test_promoted_tokens", "test_memories_hidden"],
+        keeps=FFN_TESTS + MEMORY_TESTS + _later(["test_promoted_tokens", "test_memories_hidden"]),
+        message="the value pushes *down*"),
+    "ablate_rows": dict(
+        cell="ablate_memories",
+        source='''
+def ablate_memories(activations, memories):
+    out = activations.clone()
+    out[list(memories)] = 0
+    return out
+''',
+        fails=["test_ablate_memories", "test_memories_hidden"],
+        keeps=FFN_TESTS + MEMORY_TESTS + _later(["test_ablate_memories", "test_memories_hidden"]),
+        message="memories are the *last* axis"),
+    "fact_by_activation": dict(
+        cell="find_fact_memories",
+        source='''
+def find_fact_memories(x, W1, b1, W2, unembedding, answer, k):
+    return torch.topk(torch.relu(x @ W1 + b1), k).indices.tolist()
+''',
+        fails=["test_find_fact_memories", "test_memories_hidden"],
+        keeps=FFN_TESTS + MEMORY_TESTS + ["test_promoted_tokens", "test_ablate_memories"],
+        message="You chose the memories that fire most on this input"),
+    "fact_by_value": dict(
+        cell="find_fact_memories",
+        source='''
+def find_fact_memories(x, W1, b1, W2, unembedding, answer, k):
+    return torch.topk(W2 @ unembedding[answer], k).indices.tolist()
+''',
+        fails=["test_find_fact_memories", "test_memories_hidden"],
+        keeps=FFN_TESTS + MEMORY_TESTS + ["test_promoted_tokens", "test_ablate_memories"],
+        message="but their keys do not fire on this input"),
+}

@@ -1,0 +1,64 @@
+"""The graded checks of 04_ffn_memory: mistakes beyond the planted ones, wrong types, shapes and NaN are named.
+
+What every check must do (pass the solution, refuse the reference, name the planted mistakes) is tested
+for all exercises in test_checks_all.py.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import notebook_namespace
+from llmcourse import checks
+
+SOLUTION = notebook_namespace("04_ffn_memory")
+
+
+def test_wrong_types_and_shapes_are_named():
+    with pytest.raises(AssertionError, match="returned None"):
+        checks.check_ablate_memories(lambda a, m: None)
+    with pytest.raises(AssertionError, match="list of integer token ids"):
+        checks.check_promoted_tokens(lambda v, U, k: torch.topk(U @ v, k).values)
+    with pytest.raises(AssertionError, match=r"returned shape"):
+        checks.check_ffn(lambda x, W1, b1, W2, b2: (torch.relu(x @ W1 + b1) @ W2 + b2).sum(-1))
+    with pytest.raises(AssertionError, match="NaN"):
+        checks.check_key_activations(lambda x, W1, b1: torch.full((*x.shape[:-1], W1.shape[1]), float("nan")))
+
+
+def test_more_ffn_mistakes_are_named():
+    with pytest.raises(AssertionError, match="the bias b2 is missing"):
+        checks.check_ffn(lambda x, W1, b1, W2, b2: torch.relu(x @ W1 + b1) @ W2)
+    with pytest.raises(AssertionError, match="the ReLU is missing"):
+        checks.check_ffn(lambda x, W1, b1, W2, b2: (x @ W1 + b1) @ W2 + b2)
+    with pytest.raises(AssertionError, match="not GELU"):
+        checks.check_ffn(lambda x, W1, b1, W2, b2: torch.nn.functional.gelu(x @ W1 + b1) @ W2 + b2)
+    with pytest.raises(AssertionError, match="W1 is used the wrong way round"):
+        checks.check_ffn(lambda x, W1, b1, W2, b2: torch.relu(x @ W1.T + b1) @ W2 + b2)
+    with pytest.raises(AssertionError, match="memory i's key is \\*column\\* i of W1"):
+        checks.check_key_activations(lambda x, W1, b1: torch.relu(x @ W1.T + b1))
+    with pytest.raises(AssertionError, match="the bias b1 is missing"):
+        checks.check_key_activations(lambda x, W1, b1: torch.relu(x @ W1))
+
+
+def test_more_memory_mistakes_are_named():
+    with pytest.raises(AssertionError, match="scale row i by activation i"):
+        checks.check_weighted_values(lambda a, W2: a[..., None, :] * W2)
+    with pytest.raises(AssertionError, match="the values are the rows of W2"):
+        checks.check_weighted_values(lambda a, W2: a[..., :, None] * W2.T)
+    with pytest.raises(AssertionError, match="in the wrong order"):
+        checks.check_promoted_tokens(lambda v, U, k: sorted(torch.topk(U @ v, k).indices.tolist()))
+    with pytest.raises(AssertionError, match="zeroes all the others"):
+        checks.check_ablate_memories(lambda a, m: a * torch.isin(torch.arange(a.shape[-1]), torch.tensor(m)))
+
+
+def test_fact_memories_mistakes_are_named():
+    def smallest(x, W1, b1, W2, U, answer, k):
+        return torch.topk(-torch.relu(x @ W1 + b1) * (W2 @ U[answer]), k).indices.tolist()
+    with pytest.raises(AssertionError, match="push the answer \\*down\\*"):
+        checks.check_find_fact_memories(smallest)
+    with pytest.raises(AssertionError, match="returned 2 memories, expected k = 3"):
+        checks.check_find_fact_memories(lambda *args: SOLUTION["find_fact_memories"](*args)[:2])
+    with pytest.raises(AssertionError, match="3 different memory indices"):
+        checks.check_find_fact_memories(lambda *args: [0, 0, 1])
+    with pytest.raises(AssertionError, match="takes p\\(answer\\) from"):
+        checks.check_find_fact_memories(lambda *args: [0, 1, 2])
