@@ -171,7 +171,7 @@ def train(n_layers: int = 2, n_heads: int = 2, d_model: int = 32, d_ff: int = 51
                   d_ff=d_ff, activation="relu")
     model = TinyGPT(**config)
     result = train_lm(model, lambda step: training_batch(batch_size, seed * 1_000_003 + step + 1), steps, lr,
-                      ignore_index=PAD, seed=seed, progress=progress)
+                      ignore_index=PAD, progress=progress)
     return {"config": config} | result
 
 

@@ -70,15 +70,15 @@ class TinyGPT(nn.Module):
 
 
 def train_lm(model: nn.Module, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,
-             ignore_index: int, seed: int = 0, progress: bool = True) -> dict:
+             ignore_index: int, progress: bool = True) -> dict:
     """Next-token training with AdamW and a one-cycle schedule, on `batches(step)` -> (inputs, targets).
 
-    Targets equal to `ignore_index` do not count in the loss. Returns {"state": the trained weights, "losses":
+    Targets equal to `ignore_index` do not count in the loss. Nothing here draws random numbers: seed torch
+    before building the model, and let `batches` seed its own generator. Returns {"state": the trained weights, "losses":
     [loss per step], "seconds": training time}. Explained in chapter 03_attention.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # models this small are fastest on one core (and do not fight other processes)
-    torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     losses, start = [], time.perf_counter()

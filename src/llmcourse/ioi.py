@@ -132,7 +132,7 @@ def train(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, steps: int = 2
     torch.manual_seed(seed)
     model = TinyTransformer(n_layers, n_heads, d_model)
     result = train_lm(model, lambda step: training_batch(batch_size, seed * 1_000_003 + step + 1, induction),
-                      steps, lr, ignore_index=PAD, seed=seed, progress=progress)
+                      steps, lr, ignore_index=PAD, progress=progress)
     return {"config": model.config} | result
 
 

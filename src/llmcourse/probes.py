@@ -9,8 +9,6 @@ Explained in chapter 04_ffn_memory.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
@@ -91,10 +89,3 @@ def contributions(model: nn.Module, tokens: torch.Tensor, target: int) -> tuple[
     reads = torch.stack([layer.weight.T @ direction for layer in layers])     # (n_layers, d_ff): value . direction
     return acts * reads / rms, acts
 
-
-def specific(model: nn.Module, tokens: torch.Tensor, target: int, others: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Contributions to the target on this prompt minus their mean on other prompts: memories that push the
-    target here and not everywhere. (n_layers, d_ff)."""
-    mine, _ = contributions(model, tokens, target)
-    theirs = torch.stack([contributions(model, t, target)[0] for t in others]).mean(0)
-    return mine - theirs
