@@ -91,17 +91,18 @@ def linear_weights(mlp: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 @contextmanager
-def recording(value_layers: Sequence[nn.Module]) -> Iterator[list[torch.Tensor]]:
+def recording(value_layers: Sequence[nn.Module], detach: bool = True) -> Iterator[list[torch.Tensor]]:
     """Within the block, the list holds each value layer's input (the key activations) of the last forward pass.
 
     A value layer is the FFN's second linear map (`mlp[2]` in `llmcourse.gpt`, `mlp.down_proj` in Llama-style
-    models): its input has one number per memory, (batch, seq, d_ff). Explained in chapter 04_ffn_memory.
+    models): its input has one number per memory, (batch, seq, d_ff). With detach=False the inputs stay in the
+    autograd graph, so gradients with respect to them can be taken. Explained in chapter 04_ffn_memory.
     """
     records: list[torch.Tensor] = [torch.empty(0)] * len(value_layers)
 
     def hook(layer: int):
         def save(module, inputs):
-            records[layer] = inputs[0].detach()
+            records[layer] = inputs[0].detach() if detach else inputs[0]
         return save
 
     handles = [module.register_forward_pre_hook(hook(i)) for i, module in enumerate(value_layers)]
@@ -142,22 +143,10 @@ def memory_attribution(logits_fn: Callable[[], torch.Tensor], value_layers: Sequ
     down it also counts, to first order, what later layers make of it. Averaged over the batch.
     Explained in chapter 04_ffn_memory.
     """
-    saved: list[torch.Tensor] = [torch.empty(0)] * len(value_layers)
-
-    def hook(layer: int):
-        def keep(module, inputs):
-            saved[layer] = inputs[0]
-        return keep
-
-    handles = [module.register_forward_pre_hook(hook(i)) for i, module in enumerate(value_layers)]
-    try:
-        with torch.enable_grad():
-            logits = logits_fn()[:, -1].float()                              # (batch, vocab)
-            margin = logits[torch.arange(len(answers)), answers] - logits.mean(-1)
-            grads = torch.autograd.grad(margin.sum(), saved)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with recording(value_layers, detach=False) as saved, torch.enable_grad():
+        logits = logits_fn()[:, -1].float()                                  # (batch, vocab)
+        margin = logits[torch.arange(len(answers)), answers] - logits.mean(-1)
+        grads = torch.autograd.grad(margin.sum(), saved)
     return torch.stack([(a[:, -1] * g[:, -1]).mean(0).detach() for a, g in zip(saved, grads)])
 
 
