@@ -9,7 +9,8 @@ import nbformat
 import pytest
 
 from conftest import REPO, notebook_namespace, planted_for
-from llmcourse import checks, grading, judge
+from llmcourse import checks, grading
+from llmcourse.grading import judge
 
 
 def calls_by_cell(assignment: str) -> dict[str, list[tuple[str, dict]]]:

@@ -13,6 +13,7 @@ import pytest
 
 import hostile
 from llmcourse import grading
+from llmcourse.grading import autograde
 
 LIMITS = grading.Limits(cell_timeout=10, student_timeout=240)
 
@@ -134,7 +135,7 @@ def _uid(pid: str) -> int:
 def test_second_run_reuses_grades_and_gives_the_same_csv(batch, monkeypatch):
     def no_regrade(*args, **kwargs):
         raise AssertionError("an unchanged submission was graded again")
-    monkeypatch.setattr(grading, "_autograde", no_regrade)
+    monkeypatch.setattr(autograde, "_autograde", no_regrade)
     out = batch["base"] / "again.csv"
     grading.grade(batch["subs"], hostile.ASSIGNMENT, out=out, jobs=2, limits=LIMITS, cache=batch["base"] / "cache",
                   progress=False)

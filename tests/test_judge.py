@@ -10,7 +10,8 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from llmcourse import grading, judge
+from llmcourse import grading
+from llmcourse.grading import judge, stubs
 from llmcourse.checks.core import case_key
 
 ASSIGNMENTS = grading.assignments(REPO)
@@ -54,7 +55,7 @@ def test_verdicts_come_from_records(tmp_path):
 
 def test_the_kernel_package_has_stubs_instead_of_references(tmp_path):
     nb = source("01_tokens")
-    grading.build_kernel_package(tmp_path, nb, judge.test_cells(nb))
+    stubs.build_stubbed_package(tmp_path, nb, judge.test_cells(nb))
     code = ("import llmcourse.tokens as t\n"
             "print(t.pretokenize('Hello world!'))\n"
             "for f in (t.encode, t.cosine_similarity, t.decode):\n"
@@ -77,4 +78,4 @@ def test_helpers_keep_the_functions_they_call():
 
     tree = ast.parse("def given():\n    return helper()\ndef helper():\n    return 1\ndef graded():\n    return 2\n")
     functions = {n.name: n for n in tree.body}
-    assert grading._called_from({"given"}, functions) == {"given", "helper"}
+    assert stubs._called_from({"given"}, functions) == {"given", "helper"}

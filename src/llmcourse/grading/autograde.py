@@ -1,21 +1,18 @@
-"""Instructor tools: release student notebooks from solutions/, autograde a folder of submissions.
+"""`llmcourse grade`: autograde a folder of submissions, one sandboxed kernel per student, several at once.
 
-Both drive real nbgrader (its Python API). `configure` is the one place where our nbgrader settings live:
-the repository's `nbgrader_config.py` and the private grading folders use it. Grading runs each student in
-a worker process of its own (nbgrader autograde with the sandbox kernel of `llmcourse.sandbox`), several
-at once; the points come from `llmcourse.judge`, computed here, outside any kernel.
+Each student runs in a worker process of its own (nbgrader autograde with the sandbox kernel of
+`llmcourse.grading.sandbox`); the points come from `llmcourse.grading.judge`, computed here, outside any
+kernel; `llmcourse.grading.feedback` writes the pages.
 
-Explained in: README.md, sections "Authors" and "Instructors".
+Explained in: README.md, section "Instructors: grading".
 """
 from __future__ import annotations
 
-import ast
 import copy
 import csv
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -28,108 +25,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
-from nbconvert.preprocessors import Preprocessor
 from tqdm import tqdm
-from traitlets import Bool
 
-from llmcourse import checks, judge
 from llmcourse.data import DATA_DIR
+from llmcourse.grading import judge
+from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
+from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, write_feedback
+from llmcourse.grading.stubs import build_stubbed_package
+from llmcourse.grading.worker import KERNEL_NAME
 
-REPO = Path(__file__).resolve().parents[2]
-CELL_TIMEOUT = 60  # seconds a single cell may run when a notebook is graded
-HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-MAX_OUTPUT_CHARS = 20_000  # stream output kept per cell in feedback
-CSV_COLUMNS = ["student", "assignment", "score", "max_score", "status", "message"]
-
-
-def configure(c, root: Path, source: str = "solutions", release: str = "exercises", work: str = ".nbgrader",
-              kernel: str = "python3", cell_timeout: int = CELL_TIMEOUT) -> None:
-    """Apply the course's nbgrader settings to the traitlets config `c`, for a course rooted at `root`."""
-    c.CourseDirectory.root = str(root)
-    c.CourseDirectory.source_directory = source
-    c.CourseDirectory.release_directory = release
-    for step in ("submitted", "autograded", "feedback"):
-        setattr(c.CourseDirectory, f"{step}_directory", f"{work}/{step}")
-    c.CourseDirectory.db_url = f"sqlite:///{Path(root, work, 'gradebook.db')}"
-    c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
-    c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
-    c.Execute.timeout = cell_timeout
-    c.Execute.kernel_name = kernel
-    stopped = f"the cell ran longer than {cell_timeout} s and was stopped (an endless loop?)"
-    c.Execute.error_on_timeout = {"ename": "CellTimeoutError", "evalue": stopped, "traceback": [f"CellTimeoutError: {stopped}"]}
-    c.GenerateAssignment.create_assignment = True
-    c.Autograde.create_student = True
-    c.GenerateFeedback.preprocessors = [
-        "nbgrader.preprocessors.GetGrades",
-        "llmcourse.grading.FeedbackFilter",
-        "nbgrader.preprocessors.ClearHiddenTests",
-        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    ]
-    c.HTMLExporter.mathjax_url = ""  # no CDN: feedback must open offline
-    os.makedirs(Path(root, work), exist_ok=True)
-
-
-def _api(root: Path, **kwargs):
-    from nbgrader.apps import NbGraderAPI
-    from traitlets.config import Config
-
-    # nbgrader runs `alembic`, and jupyter starts the `python3` kernel, from PATH: make it this environment's.
-    bin_dir = str(Path(sys.executable).parent)
-    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    c = Config()
-    configure(c, root, **kwargs)
-    return NbGraderAPI(config=c)
-
-
-# --- release -----------------------------------------------------------------------------------------
-
-def assignments(root: Path = REPO) -> list[str]:
-    """Every assignment with a source notebook in solutions/."""
-    return sorted(p.parent.name for p in (root / "solutions").glob("*/*.ipynb"))
-
-
-def release(names: list[str] | None = None, root: Path = REPO, release_dir: str = "exercises") -> list[Path]:
-    """Regenerate the student notebooks of `names` (default: all) from solutions/ into `release_dir`."""
-    api = _api(root, release=release_dir)
-    written = []
-    for name in names or assignments(root):
-        if not (root / "solutions" / name).is_dir():
-            raise SystemExit(f"No assignment '{name}' in {root / 'solutions'}; known: {', '.join(assignments(root))}")
-        result = api.generate_assignment(name, force=True)
-        if not result["success"]:
-            raise RuntimeError(f"nbgrader could not release {name}:\n{result.get('error') or result.get('log')}")
-        written.extend(sorted((root / release_dir / name).glob("*.ipynb")))
-    return written
-
-
-# --- feedback that does not leak hidden tests --------------------------------------------------------
-
-class FeedbackFilter(Preprocessor):
-    """Runs before ClearHiddenTests. A cell with hidden tests shows only whether it passed; other graded
-    cells keep their error as `Name: message` without the traceback (which can quote hidden code);
-    long outputs are cut to MAX_OUTPUT_CHARS."""
-
-    enabled = Bool(True)
-
-    def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type != "code":
-            return cell, resources
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and HIDDEN_BEGIN in cell.source:
-            failed = any(o.output_type == "error" for o in cell.outputs)
-            verdict = "Hidden tests: failed." if failed else "Hidden tests: passed."
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=verdict + "\n")]
-            return cell, resources
-        for out in cell.outputs:
-            if out.output_type == "error":
-                out.traceback = [f"{out.ename}: {out.evalue}"]
-            elif out.output_type == "stream" and len(out.text) > MAX_OUTPUT_CHARS:
-                out.text = out.text[:MAX_OUTPUT_CHARS] + f"\n... [output cut: {len(out.text):,} characters in all]\n"
-        return cell, resources
-
-
-# --- grading -----------------------------------------------------------------------------------------
 
 @dataclass
 class Row:
@@ -158,7 +62,6 @@ class Limits:
 
 UID_BASE = 200_000  # when grading as root, kernels run as users UID_BASE and above (no such accounts needed)
 UID_BLOCK = 100_000  # each grading run draws its own block of user ids, so runs at the same time never share one
-KERNEL_NAME = "llmcourse-sandbox"
 _NBGRADER_LOCK = threading.Lock()  # nbgrader's apps capture logging globally: one feedback run at a time
 
 
@@ -209,14 +112,14 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
             if html:
                 page = MATHJAX_CDN.sub(lambda _: MATHJAX_LOCAL, html)
                 (feedback / f"{row.student}.html").write_text(page, encoding="utf-8")
-        _copy_mathjax(feedback / "mathjax")
+        copy_mathjax(feedback / "mathjax")
     return rows
 
 
 def _version(source: Path, limits: Limits) -> str:
     """Changes when the assignment, the grading code or the limits change: cached grades are then redone."""
     h = hashlib.sha256(source.read_bytes())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
         h.update(path.read_bytes())
     h.update(repr(limits).encode())
     return h.hexdigest()
@@ -226,48 +129,13 @@ def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
     """The course folder every student's grading starts from (source + gradebook), the cases, the kernel package."""
     template = work / "template"
     shutil.copytree(root / "solutions" / assignment, template / "source" / assignment)
-    api = _api(template, source="source", release="release", work=".")
+    api = nbgrader_api(template, source="source", release="release", work=".")
     result = api.generate_assignment(assignment, force=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader could not prepare {assignment}:\n{result.get('error') or result.get('log')}")
     judge.write_cases(cells, work / "cases")
-    build_kernel_package(work / "site", source_nb, cells)
+    build_stubbed_package(work / "site", source_nb, cells)
     return template
-
-
-def build_kernel_package(target: Path, source_nb, cells) -> None:
-    """A copy of llmcourse for the grading kernel. In the modules that hold graded references, every public
-    function is a stub, except the helpers the notebook imports (its 'given' names) and the functions those
-    helpers call; the graded references themselves are always stubs."""
-    package = Path(__file__).resolve().parent
-    shutil.copytree(package, target / "llmcourse", ignore=shutil.ignore_patterns("__pycache__"))
-    given = judge.given_names(source_nb)
-    graded = {(checks.REGISTRY[name].reference.__module__, checks.REGISTRY[name].reference.__name__)
-              for cell in cells for name, _ in cell.calls}
-    for module in {m for m, _ in graded}:
-        path = target / Path(*module.split(".")).with_suffix(".py")
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-        keep = _called_from({name for m, name in given if m == module}, functions)
-        for name, node in functions.items():
-            if not name.startswith("_") and (name not in keep or (module, name) in graded):
-                node.body = ast.parse(f"raise NotImplementedError({STUB_MESSAGE!r})").body
-        path.write_text(ast.unparse(tree), encoding="utf-8")
-
-
-def _called_from(roots: set[str], functions: dict[str, ast.FunctionDef]) -> set[str]:
-    """`roots` and every module-level function they reach by name."""
-    keep, todo = set(), [r for r in roots if r in functions]
-    while todo:
-        name = todo.pop()
-        if name in keep:
-            continue
-        keep.add(name)
-        todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions]
-    return keep
-
-
-STUB_MESSAGE = "llmcourse's reference implementations are not available while a notebook is graded"
 
 
 def _find_notebook(folder: Path) -> tuple[Path | None, str]:
@@ -354,7 +222,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     html = None
     if autograded.exists():
         with _NBGRADER_LOCK:
-            html = _feedback(course, student, assignment, source.name, autograded, verdicts)
+            html = write_feedback(course, student, assignment, source.name, autograded, verdicts)
     return row, html
 
 
@@ -402,7 +270,7 @@ def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) ->
 def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, limits: Limits) -> str:
     """nbgrader autograde of one student, in a process of its own with a wall-clock limit. '' or what went wrong."""
     env = {**os.environ, "JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime")}
-    cmd = [sys.executable, "-m", "llmcourse.grading", "autograde-worker", str(course), assignment, student,
+    cmd = [sys.executable, "-m", "llmcourse.grading.worker", str(course), assignment, student,
            str(limits.cell_timeout)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -421,18 +289,6 @@ def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, l
         last = text.strip().splitlines()[-1:] or [""]
         return f"the grading process ended with code {proc.returncode} ({last[0][:200]})"
     return ""
-
-
-def _autograde_worker(course: str, assignment: str, student: str, cell_timeout: str) -> int:
-    """Entry point of the worker process: nbgrader autograde with the sandbox kernel."""
-    api = _api(Path(course), source="source", release="release", work=".", kernel=KERNEL_NAME,
-               cell_timeout=int(cell_timeout))
-    result = api.autograde(assignment, student, force=True)
-    if not result["success"]:
-        print(result.get("log") or "", file=sys.stderr)
-        print((result.get("error") or "autograde failed").strip().splitlines()[-1], file=sys.stderr)
-        return 1
-    return 0
 
 
 def _kill_leftovers(uid: int | None, kernel_dir: Path) -> None:
@@ -471,50 +327,6 @@ def _explain_unchecked(verdicts, autograded) -> None:
                                           f"stopped with {errors[v.grade_id]}")
 
 
-def _feedback(course: Path, student: str, assignment: str, name: str, autograded: Path, verdicts) -> str | None:
-    """Put the trusted verdicts into the autograded notebook and the gradebook, then let nbgrader write the HTML."""
-    from nbgrader.api import Gradebook
-
-    by_id = {v.grade_id: v for v in verdicts}
-    nb = nbformat.read(autograded, as_version=4)
-    for cell in nb.cells:
-        v = by_id.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
-        if v is None:
-            continue
-        if v.message:
-            cell.outputs = [nbformat.v4.new_output("error", ename="CheckFailed", evalue=v.message, traceback=[])]
-        else:
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ passed\n")]
-    os.chmod(autograded, 0o644)
-    nbformat.write(nb, autograded)
-    api = _api(course, source="source", release="release", work=".")
-    with Gradebook(api.coursedir.db_url) as gb:
-        for v in verdicts:
-            gb.find_grade(v.grade_id, name[:-6], assignment, student).auto_score = v.score
-        gb.db.commit()
-    result = api.generate_feedback(assignment, student, force=True)
-    html = course / "feedback" / student / assignment / name.replace(".ipynb", ".html")
-    return html.read_text(encoding="utf-8") if result["success"] and html.exists() else None
-
-
-MATHJAX_CDN = re.compile(r'<script src="https://cdnjs[^"]*mathjax[^"]*">\s*</script>')
-MATHJAX_LOCAL = ('<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]]}};</script>\n'
-                 '<script src="mathjax/tex-chtml.js"></script>')
-
-
-def _copy_mathjax(target: Path) -> None:
-    """MathJax 3 (npm `mathjax`, from `make data`) beside the feedback pages, so formulas render offline."""
-    from llmcourse.data import DATA_DIR
-
-    es5 = DATA_DIR / "npm" / "mathjax" / "es5"
-    if not es5.is_dir() or (target / "tex-chtml.js").exists():
-        return
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(es5 / "tex-chtml.js", target / "tex-chtml.js")
-    shutil.copytree(es5 / "output" / "chtml" / "fonts" / "woff-v2", target / "output" / "chtml" / "fonts" / "woff-v2",
-                    dirs_exist_ok=True)
-
-
 def write_csv(rows: list[Row], path: Path) -> None:
     """grades.csv, one row per student, written atomically (a temporary file renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -537,7 +349,3 @@ def summary(rows: list[Row]) -> str:
     lines.append(f"{len(rows)} students: {len(graded)} graded (mean {mean:.1f} / {rows[0].max_score:g}), "
                  f"{len(rows) - len(graded)} need the instructor (see status)" if rows else "no student folders")
     return "\n".join(lines)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["autograde-worker"]:
-    sys.exit(_autograde_worker(*sys.argv[2:6]))

@@ -1,0 +1,90 @@
+"""Feedback pages for students that show their results and never a hidden test.
+
+nbgrader's own feedback quotes hidden tests in tracebacks (see ../shared/pitfalls.md): `FeedbackFilter`
+runs before its `ClearHiddenTests` and keeps only verdicts; `write_feedback` puts the trusted verdicts
+into the autograded notebook and gradebook and lets nbgrader write the page, with MathJax served locally.
+
+Explained in: README.md, section "How grading works".
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
+
+from llmcourse.data import DATA_DIR
+from llmcourse.grading.course import HIDDEN_BEGIN, MAX_OUTPUT_CHARS, nbgrader_api
+
+
+class FeedbackFilter(Preprocessor):
+    """Runs before ClearHiddenTests. A cell with hidden tests shows only whether it passed; other graded
+    cells keep their error as `Name: message` without the traceback (which can quote hidden code);
+    long outputs are cut to MAX_OUTPUT_CHARS."""
+
+    enabled = Bool(True)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and HIDDEN_BEGIN in cell.source:
+            failed = any(o.output_type == "error" for o in cell.outputs)
+            verdict = "Hidden tests: failed." if failed else "Hidden tests: passed."
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=verdict + "\n")]
+            return cell, resources
+        for out in cell.outputs:
+            if out.output_type == "error":
+                out.traceback = [f"{out.ename}: {out.evalue}"]
+            elif out.output_type == "stream" and len(out.text) > MAX_OUTPUT_CHARS:
+                out.text = out.text[:MAX_OUTPUT_CHARS] + f"\n... [output cut: {len(out.text):,} characters in all]\n"
+        return cell, resources
+
+
+# --- grading -----------------------------------------------------------------------------------------
+
+
+def write_feedback(course: Path, student: str, assignment: str, name: str, autograded: Path, verdicts) -> str | None:
+    """Put the trusted verdicts into the autograded notebook and the gradebook, then let nbgrader write the HTML."""
+    from nbgrader.api import Gradebook
+
+    by_id = {v.grade_id: v for v in verdicts}
+    nb = nbformat.read(autograded, as_version=4)
+    for cell in nb.cells:
+        v = by_id.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
+        if v is None:
+            continue
+        if v.message:
+            cell.outputs = [nbformat.v4.new_output("error", ename="CheckFailed", evalue=v.message, traceback=[])]
+        else:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ passed\n")]
+    os.chmod(autograded, 0o644)
+    nbformat.write(nb, autograded)
+    api = nbgrader_api(course, source="source", release="release", work=".")
+    with Gradebook(api.coursedir.db_url) as gb:
+        for v in verdicts:
+            gb.find_grade(v.grade_id, name[:-6], assignment, student).auto_score = v.score
+        gb.db.commit()
+    result = api.generate_feedback(assignment, student, force=True)
+    html = course / "feedback" / student / assignment / name.replace(".ipynb", ".html")
+    return html.read_text(encoding="utf-8") if result["success"] and html.exists() else None
+
+
+MATHJAX_CDN = re.compile(r'<script src="https://cdnjs[^"]*mathjax[^"]*">\s*</script>')
+MATHJAX_LOCAL = ('<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]]}};</script>\n'
+                 '<script src="mathjax/tex-chtml.js"></script>')
+
+
+def copy_mathjax(target: Path) -> None:
+    """MathJax 3 (npm `mathjax`, from `make data`) beside the feedback pages, so formulas render offline."""
+    es5 = DATA_DIR / "npm" / "mathjax" / "es5"
+    if not es5.is_dir() or (target / "tex-chtml.js").exists():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(es5 / "tex-chtml.js", target / "tex-chtml.js")
+    shutil.copytree(es5 / "output" / "chtml" / "fonts" / "woff-v2", target / "output" / "chtml" / "fonts" / "woff-v2",
+                    dirs_exist_ok=True)

@@ -1,0 +1,46 @@
+"""A copy of llmcourse in which the functions students write are stubs: for the grading kernel and the kit.
+
+Explained in: README.md, section "How grading works".
+"""
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+from llmcourse import checks
+from llmcourse.grading import judge
+
+def build_stubbed_package(target: Path, source_nb, cells) -> None:
+    """A copy of llmcourse for the grading kernel. In the modules that hold graded references, every public
+    function is a stub, except the helpers the notebook imports (its 'given' names) and the functions those
+    helpers call; the graded references themselves are always stubs."""
+    package = Path(__file__).resolve().parents[1]
+    shutil.copytree(package, target / "llmcourse", ignore=shutil.ignore_patterns("__pycache__"))
+    given = judge.given_names(source_nb)
+    graded = {(checks.REGISTRY[name].reference.__module__, checks.REGISTRY[name].reference.__name__)
+              for cell in cells for name, _ in cell.calls}
+    for module in {m for m, _ in graded}:
+        path = target / Path(*module.split(".")).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        keep = _called_from({name for m, name in given if m == module}, functions)
+        for name, node in functions.items():
+            if not name.startswith("_") and (name not in keep or (module, name) in graded):
+                node.body = ast.parse(f"raise NotImplementedError({STUB_MESSAGE!r})").body
+        path.write_text(ast.unparse(tree), encoding="utf-8")
+
+
+def _called_from(roots: set[str], functions: dict[str, ast.FunctionDef]) -> set[str]:
+    """`roots` and every module-level function they reach by name."""
+    keep, todo = set(), [r for r in roots if r in functions]
+    while todo:
+        name = todo.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name) and n.id in functions]
+    return keep
+
+
+STUB_MESSAGE = "llmcourse's reference implementations are not available while a notebook is graded"
