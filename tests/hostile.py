@@ -6,8 +6,7 @@ row must show. Cell ids refer to the nbgrader grade_ids of 01_tokens.
 """
 from __future__ import annotations
 
-import copy
-import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -85,6 +84,25 @@ for path in candidates:
 print("secrets found:", len(found))
 ''' + WRONG_COSINE
 
+FILL_SCRATCH = '''
+import os
+block = b"x" * 2**20
+for where in [".", "/tmp", "/var/tmp", "/dev/shm"]:
+    written = 0
+    try:
+        for i in range(4):
+            with open(os.path.join(where, f"hog{i}.bin"), "wb") as f:
+                for _ in range(200):
+                    f.write(block)
+                    written += 1
+    except OSError as err:
+        print(where, "stopped after", written, "MiB:", err)
+    else:
+        print(where, "took", written, "MiB")
+with open("/tmp/passed-note.txt", "w") as f:
+    f.write("a file another student could read")
+''' + WRONG_COSINE
+
 CASES = {
     # name: (notebook maker, expected status prefix, cells that must be 0, cells that must be full)
     "unfinished": (_release, "graded", ALL_TESTS, []),
@@ -111,6 +129,10 @@ CASES = {
     "reads_secrets": (_edit("cosine_similarity", READ_SECRETS), "graded", COSINE, BPE),
 }
 
+if os.geteuid() == 0:  # as root, each kernel has private, size-limited scratch folders; without root it would
+    # fill the machine's own /tmp
+    CASES["fills_scratch"] = (_edit("cosine_similarity", FILL_SCRATCH), "graded", COSINE, BPE)
+
 FILE_CASES = {
     # name: (files to write, expected status prefix)
     "empty_file": ({"work.ipynb": b""}, "unreadable notebook"),
@@ -122,8 +144,16 @@ FILE_CASES = {
     "no_notebook": ({"notes.txt": b"I forgot"}, "no notebook"),
 }
 
+LINK_CASES = {
+    # name: expected status prefix; the entries are made by `build` (links to the instructor's solution)
+    "link_to_solution_notebook": "not graded: the submission holds a symbolic link",
+    "link_folder": "not graded: the student's entry is a symbolic link",
+    "fifo": "not graded: work.ipynb is not a regular file",
+}
+
 EXPECTED = {name: (status, zero, full) for name, (_, status, zero, full) in CASES.items()}
 EXPECTED.update({name: (status, ALL_TESTS, []) for name, (_, status) in FILE_CASES.items()})
+EXPECTED.update({name: (status, ALL_TESTS, []) for name, status in LINK_CASES.items()})
 
 
 def build(folder: Path) -> Path:
@@ -136,6 +166,12 @@ def build(folder: Path) -> Path:
         (folder / name).mkdir()
         for file, data in files.items():
             (folder / name / file).write_bytes(data)
+    solution = REPO / "solutions" / ASSIGNMENT
+    (folder / "link_to_solution_notebook").mkdir()
+    (folder / "link_to_solution_notebook" / f"{ASSIGNMENT}.ipynb").symlink_to(solution / f"{ASSIGNMENT}.ipynb")
+    (folder / "link_folder").symlink_to(solution, target_is_directory=True)
+    (folder / "fifo").mkdir()
+    os.mkfifo(folder / "fifo" / "work.ipynb")
     (folder / "honest").mkdir()
     nbformat.write(_solution(), folder / "honest" / "submission.ipynb")
     return folder

@@ -66,7 +66,10 @@ def test_each_case_gets_the_row_it_deserves(batch, case):
         assert row.cells.get(cell, (0, 0))[0] == 0, f"{case}: {cell} must score 0, got {row.cells.get(cell)}"
     for cell in full:
         assert row.cells[cell][0] == row.cells[cell][1] > 0, f"{case}: {cell} must keep its points ({row.message})"
-    assert row.score < row.max_score or case == "huge_output"
+    if status.startswith("not graded"):
+        assert row.score is None, f"{case}: a submission that was not graded must have no score, not {row.score}"
+    else:
+        assert row.score < row.max_score or case == "huge_output"
 
 
 def test_reference_use_is_named(batch):
@@ -91,9 +94,48 @@ def test_edited_or_deleted_tests_run_as_written_by_the_instructor(batch):
         assert "divide it by the product" in batch["rows"][case].message, batch["rows"][case].message
 
 
-def test_a_dead_kernel_is_reported(batch):
+def test_a_dead_kernel_is_reported_and_still_gets_feedback(batch):
     for case in ["os_exit", "kill_self"]:
-        assert "kernel died" in batch["rows"][case].status
+        row = batch["rows"][case]
+        assert "kernel died in cell" in row.status and "on 2 runs" in row.status, row.status
+        assert "the notebook's own code" in row.status
+        assert (batch["base"] / "feedback" / f"{case}.html").exists(), f"{case} got no feedback page"
+        assert "sinusoidal_positions" in feedback_text(batch, case)
+
+
+def test_links_and_special_files_are_never_followed(batch):
+    for case in hostile.LINK_CASES:
+        row = batch["rows"][case]
+        assert row.score is None and not row.cells, f"{case}: {row}"
+        assert not (batch["base"] / "feedback" / f"{case}.html").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private scratch folders need root (mount namespace)")
+def test_scratch_folders_are_private_limited_and_cleared(batch):
+    row = batch["rows"]["fills_scratch"]
+    text = feedback_text(batch, "fills_scratch")
+    for where in [".", "/tmp", "/var/tmp", "/dev/shm"]:
+        assert f"{where} stopped after" in text, f"writing to {where} was not limited: {text[:2000]}"
+    assert row.cells["test_count_pairs"][0] > 0
+    assert not Path("/tmp/passed-note.txt").exists(), "a kernel's /tmp is the machine's: students can pass files"
+    left = [str(p) for top in ["/tmp", "/var/tmp", "/dev/shm"] for p in Path(top).rglob("hog*.bin")]
+    assert not left, f"files a kernel wrote are still there: {left[:5]}"
+    owned = [str(p) for top in ["/tmp", "/var/tmp", "/dev/shm"] for p in _walk(Path(top))
+             if _owner(p) >= grading.UID_BASE]
+    assert not owned, f"files of grading users are left behind: {owned[:5]}"
+
+
+def _walk(top: Path):
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            yield Path(folder, name)
+
+
+def _owner(path: Path) -> int:
+    try:
+        return path.lstat().st_uid
+    except OSError:
+        return -1
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="hiding files from the kernel needs root (mount namespace, own uid)")
@@ -132,14 +174,26 @@ def _uid(pid: str) -> int:
         return -1
 
 
-def test_second_run_reuses_grades_and_gives_the_same_csv(batch, monkeypatch):
-    def no_regrade(*args, **kwargs):
-        raise AssertionError("an unchanged submission was graded again")
-    monkeypatch.setattr(autograde, "_autograde", no_regrade)
+def test_second_run_reuses_clean_grades_only(batch, monkeypatch):
+    """Clean grades (and the canary) come from the cache; a kernel that died, a time limit or a machine fault
+    is never cached: such a student is graded afresh."""
+    regraded = []
+
+    def record(student, index, data, row, s):
+        regraded.append(student)
+        row.status, row.score = "graded again", None
+        return row, None
+    monkeypatch.setattr(autograde, "_autograde", record)
     out = batch["base"] / "again.csv"
-    grading.grade(batch["subs"], hostile.ASSIGNMENT, out=out, jobs=2, limits=LIMITS, cache=batch["base"] / "cache",
-                  progress=False)
-    assert out.read_bytes() == (batch["base"] / "grades.csv").read_bytes()
+    rows = grading.grade(batch["subs"], hostile.ASSIGNMENT, out=out, jobs=2, limits=LIMITS,
+                         cache=batch["base"] / "cache", progress=False)
+    first = batch["rows"]
+    assert autograde.CANARY not in regraded, "the canary's result should be cached like a grade"
+    assert {"os_exit", "kill_self"} <= set(regraded), "a kernel that died must not be cached"
+    assert not [s for s in regraded if first[s].clean], "clean grades should come from the cache"
+    for row in rows:
+        if first[row.student].clean:
+            assert row.csv_row() == first[row.student].csv_row()
 
 
 def test_summary_table_ends_with_totals(batch):

@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("submissions", type=Path, help="a folder with one sub-folder per student")
     gr.add_argument("--assignment", required=True, help="assignment name, e.g. 01_tokens")
     gr.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write (default: grades.csv)")
-    gr.add_argument("--feedback", type=Path, default=Path("feedback"),
-                    help="folder for one HTML feedback file per student (default: feedback)")
+    gr.add_argument("--feedback", type=Path, default=None,
+                    help="folder for one HTML feedback file per student (default: feedback-ASSIGNMENT/ beside the CSV)")
     gr.add_argument("--jobs", type=int, default=None, help="students graded at once (default: number of cores)")
     gr.add_argument("--force", action="store_true", help="regrade unchanged submissions too (default: reuse cached grades)")
     gr.add_argument("--cell-timeout", type=int, default=60, help="seconds one cell may run (default: 60)")
@@ -48,10 +48,15 @@ def main(argv: list[str] | None = None) -> int:
               "(README, 'How grading works').", file=sys.stderr)
     limits = grading.Limits(cell_timeout=args.cell_timeout, student_timeout=args.student_timeout,
                             memory_bytes=int(args.memory_gb * 2**30))
-    rows = grading.grade(args.submissions, args.assignment, out=args.out, feedback=args.feedback, jobs=args.jobs,
-                         force=args.force, limits=limits)
+    feedback = args.feedback or args.out.resolve().parent / f"feedback-{args.assignment}"
+    try:
+        rows = grading.grade(args.submissions, args.assignment, out=args.out, feedback=feedback, jobs=args.jobs,
+                             force=args.force, limits=limits)
+    except grading.GradingEnvironmentError as err:
+        print(f"llmcourse grade: {err}", file=sys.stderr)
+        return 3
     print(grading.summary(rows))
-    print(f"\nwrote {args.out} ({len(rows)} students) and feedback in {args.feedback}/")
+    print(f"\nwrote {args.out} ({len(rows)} students) and feedback in {feedback}/")
     return 0
 
 

@@ -9,4 +9,5 @@ Explained in: README.md, sections "Authors", "Instructors: grading" and "How gra
 """
 from llmcourse.grading.course import CSV_COLUMNS, REPO, assignments, configure  # noqa: F401
 from llmcourse.grading.release import release  # noqa: F401
-from llmcourse.grading.autograde import UID_BASE, Limits, Row, grade, restore_locked_cells, summary, write_csv  # noqa: F401
+from llmcourse.grading.autograde import (UID_BASE, GradingEnvironmentError, Limits, Row, grade,  # noqa: F401
+                                         restore_locked_cells, summary, write_csv)

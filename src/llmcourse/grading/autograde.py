@@ -13,9 +13,12 @@ import csv
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
+import site
+import stat
 import subprocess
 import sys
 import tempfile
@@ -30,24 +33,35 @@ from tqdm import tqdm
 from llmcourse.data import DATA_DIR
 from llmcourse.grading import judge
 from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
-from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, write_feedback
+from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, fallback_feedback, write_feedback
 from llmcourse.grading.stubs import build_stubbed_package
-from llmcourse.grading.worker import KERNEL_NAME
+from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, cell_digest
 
 
 @dataclass
 class Row:
-    """One student's result: a row of grades.csv, plus the score of every graded cell."""
+    """One student's result: a row of grades.csv, plus the score of every graded cell.
+
+    `score` is None (an empty cell in the CSV, never 0) when the notebook was not graded: a fault of the
+    grading machine, or a submission the instructor must look at (status says which)."""
     student: str
     assignment: str
-    score: float = 0.0
+    score: float | None = 0.0
     max_score: float = 0.0
     status: str = "graded"
     message: str = ""
     cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
+    diagnostics: str = ""  # for the instructor and the canary: kernel output, worker errors (not in the CSV)
 
     def csv_row(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k in CSV_COLUMNS}
+        row = {k: v for k, v in asdict(self).items() if k in CSV_COLUMNS}
+        row["score"] = "" if self.score is None else self.score
+        return row
+
+    @property
+    def clean(self) -> bool:
+        """Graded from start to end, nothing for the instructor to look at."""
+        return self.status == "graded" and self.score is not None
 
 
 @dataclass
@@ -58,11 +72,24 @@ class Limits:
     memory_bytes: int = 4 * 2**30           # address space of the kernel (and of each process it starts)
     max_processes: int = 64                 # processes the kernel may run at once
     max_file_bytes: int = 256 * 2**20       # largest file the kernel may write
+    scratch_bytes: int = 512 * 2**20        # room in each of its working folder, /tmp, /var/tmp and /dev/shm (root)
+
+    def described(self) -> str:
+        return (f"memory {self.memory_bytes / 2**30:g} GiB, files {self.max_file_bytes // 2**20} MiB, "
+                f"{self.max_processes} processes, {self.cell_timeout} s a cell")
+
+
+class GradingEnvironmentError(RuntimeError):
+    """The grading machine, not a student, failed (the canary did not get full marks): nothing is written."""
 
 
 UID_BASE = 200_000  # when grading as root, kernels run as users UID_BASE and above (no such accounts needed)
 UID_BLOCK = 100_000  # each grading run draws its own block of user ids, so runs at the same time never share one
 _NBGRADER_LOCK = threading.Lock()  # nbgrader's apps capture logging globally: one feedback run at a time
+CANARY = ".canary"  # the instructor's solution, graded first through the same path (a name no student folder has)
+ATTEMPTS = 3  # runs of one notebook at most, when its kernel dies or cannot start
+MAX_NOTEBOOK_BYTES = 64 * 2**20  # a larger "notebook" is not read
+KERNEL_PYTHON = sys.executable  # the interpreter of the grading kernels (tests point it elsewhere)
 
 
 def grade(submissions: Path, assignment: str, out: Path | None = None, feedback: Path | None = None,
@@ -70,9 +97,11 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
           cache: Path | None = None, progress: bool = True) -> list[Row]:
     """Autograde `submissions/<student>/<any name>.ipynb` for `assignment`; write grades.csv and feedback.
 
-    Every student gets a row. Each notebook runs in its own sandboxed kernel (see `llmcourse.sandbox`);
-    points come from `llmcourse.judge`, outside the kernel. Unchanged submissions are taken from the cache
-    unless `force`. The submissions folder is only read.
+    First the instructor's own solution is graded through the same path (the canary): unless it gets full
+    marks, `GradingEnvironmentError` says what is wrong with the machine and nothing is written. Then every
+    student folder gets a row. Each notebook runs in its own sandboxed kernel (`llmcourse.grading.sandbox`);
+    points come from `llmcourse.grading.judge`, outside the kernel. Unchanged submissions are taken from the
+    cache unless `force`. The submissions folder is only read, and only its regular files.
     """
     limits = limits or Limits()
     submissions = Path(submissions).resolve()
@@ -83,22 +112,28 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     source = next((root / "solutions" / assignment).glob("*.ipynb"))
     source_nb = nbformat.read(source, as_version=4)
     cells = judge.test_cells(source_nb)
-    cache = Path(cache) if cache else (Path(out).resolve().parent if out else Path.cwd()) / ".llmcourse-grade-cache" / assignment
-    version = _version(source, limits)
-    students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    base = Path(out).resolve().parent if out else Path.cwd()
+    cache = Path(cache).resolve() if cache else base / ".llmcourse-grade-cache" / assignment
+    ours = {p for p in (cache, Path(feedback).resolve() if feedback else None, base) if p}
+    students, refused = _student_folders(submissions, assignment, ours)
+    version = _version(source, limits, root)
     work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
     try:
         template = _prepare(work, root, assignment, source_nb, cells)
         setting = dict(uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000),
                        work=work, template=template, assignment=assignment, source=source, source_nb=source_nb,
                        cells=cells, limits=limits, cache=cache, version=version, force=force, root=root,
+                       locked=_locked_digests(source_nb), reach=_reach(),
                        hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
                                               root / "tests", work, submissions, cache) if p.exists()])
+        _canary(source, len(students), setting)
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
             futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
             done = tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", unit="student",
                         disable=not progress)
-            results = [f.result() for f in done]
+            results = [f.result() for f in done] + [(row, None) for row in refused]
+        for row in refused:
+            row.max_score = sum(c.points for c in cells)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results.sort(key=lambda r: r[0].student)
@@ -116,13 +151,52 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     return rows
 
 
-def _version(source: Path, limits: Limits) -> str:
-    """Changes when the assignment, the grading code or the limits change: cached grades are then redone."""
+def _student_folders(submissions: Path, assignment: str, ours: set[Path]) -> tuple[list[Path], list[Row]]:
+    """The student folders to grade, and a row for each entry that must not be read: a symbolic link (to a
+    file or a folder, inside or outside the submissions) is never followed. Hidden entries, plain files and the
+    grader's own folders (feedback, cache) placed inside the submissions are not students."""
+    folders, refused = [], []
+    for entry in sorted(os.scandir(submissions), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            refused.append(Row(entry.name, assignment, score=None, status=(
+                f"not graded: the student's entry is a symbolic link (to {os.readlink(entry.path)}), not a folder; "
+                "grading reads only regular files inside the submissions folder")))
+        elif entry.is_dir(follow_symlinks=False) and Path(entry.path).resolve() not in ours:
+            folders.append(Path(entry.path))
+    return folders, refused
+
+
+def _version(source: Path, limits: Limits, root: Path) -> str:
+    """Changes when the assignment, the grading code, the limits or the grading environment change (the
+    interpreter, the user we run as, who may enter the folders the kernel needs): cached grades are redone."""
     h = hashlib.sha256(source.read_bytes())
     for path in sorted(Path(__file__).parents[1].rglob("*.py")):
         h.update(path.read_bytes())
     h.update(repr(limits).encode())
+    facts = [KERNEL_PYTHON, sys.version, os.geteuid(), str(root)]
+    for path in [*_reach(), str(root)]:
+        facts += [(str(p), oct(p.stat().st_mode)) for p in [Path(path), *Path(path).parents] if p.exists()]
+    for top in [*site.getsitepackages(), str(DATA_DIR)]:  # installs, removals, folders closed by chmod
+        for folder, dirs, _ in os.walk(top):
+            facts.append((folder, os.stat(folder).st_mode, os.stat(folder).st_mtime_ns))
+    h.update(repr(facts).encode())
     return h.hexdigest()
+
+
+def _reach() -> list[str]:
+    """What the grading kernel must be able to read: the Python installation, its environment, the data."""
+    paths = {sys.base_prefix, sys.prefix, str(Path(KERNEL_PYTHON).resolve().parents[1]), str(DATA_DIR)}
+    paths |= {p for p in site.getsitepackages() if os.path.isdir(p)}
+    return sorted(str(Path(p).resolve()) for p in paths if os.path.isdir(p))
+
+
+def _locked_digests(source_nb) -> set[str]:
+    """The instructor's cells (set-up and tests): a kernel that dies in one of them before any student code
+    ran is the machine's fault, not the student's."""
+    return {cell_digest(c.source) for c in source_nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("locked")}
 
 
 def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
@@ -138,29 +212,100 @@ def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
     return template
 
 
-def _find_notebook(folder: Path) -> tuple[Path | None, str]:
-    """The one notebook in a student's folder, or (None, a status the instructor can act on)."""
-    notebooks = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+def _canary(source: Path, index: int, s: dict) -> Row:
+    """Grade the instructor's own solution first, through the same sandbox, limits and judging. Unless it
+    gets full marks, the machine cannot grade: raise with what went wrong and how to fix it."""
+    folder = s["work"] / "canary" / CANARY
+    folder.mkdir(parents=True)
+    shutil.copyfile(source, folder / source.name)
+    row, _ = _grade_one(folder, index, s)
+    if row.clean and row.score == row.max_score:
+        return row
+    raise GradingEnvironmentError(explain_canary(row, s["assignment"], s["limits"]))
+
+
+def explain_canary(row: Row, assignment: str, limits: Limits) -> str:
+    """What the instructor reads when the canary fails: what happened, the evidence, what to do."""
+    got = "no score" if row.score is None else f"{row.score:g} / {row.max_score:g}"
+    lines = [f"The grading machine failed its own check: the instructor's solution of {assignment}, graded "
+             f"through the same sandbox, got {got} (status: {row.status}).",
+             "No grades or feedback were written: every student would have been graded by a broken machine.", ""]
+    if row.message:
+        lines += ["What its tests said:", "  " + row.message[:1500], ""]
+    evidence = row.diagnostics.strip()
+    if evidence:
+        lines += ["What the grading kernel and worker said:", *("  " + x for x in evidence[-3000:].splitlines()), ""]
+    hints = []
+    if "cannot read" in evidence or "Permission denied" in evidence:
+        hints.append("A folder the grading kernel needs is closed to other users (see above). Give other users "
+                     "the right to enter it (chmod o+x on that folder), or install the course in a folder they "
+                     "can enter; then run the same command again.")
+    if "No module named" in evidence or "ModuleNotFoundError" in evidence:
+        hints.append("The grading kernel could not import a package: check that `make venv` finished and that "
+                     "the environment's files are readable by other users (chmod -R o+rX .venv).")
+    if "No such file or directory" in evidence and "could not start" in row.status:
+        hints.append(f"The grading kernel could not be started (its interpreter is {KERNEL_PYTHON}): rebuild the "
+                     "environment with `make venv`, and grade with that environment's `llmcourse`.")
+    if "MemoryError" in evidence or "MemoryError" in row.message:
+        hints.append(f"A memory limit was reached ({limits.described()}): raise --memory-gb.")
+    if "stopped after" in row.status or "longer than" in row.message:
+        hints.append("A time limit was reached on the instructor's own solution: the machine is slow or busy; "
+                     "raise --cell-timeout / --student-timeout or grade with fewer --jobs.")
+    if not hints:
+        hints.append("Run `make test` to see which part of the grading machine fails, and set "
+                     "LLMCOURSE_GRADING_LOG=/tmp/grading.log to keep the worker's log.")
+    return "\n".join(lines + ["How to fix it:", *("  - " + h for h in hints)])
+
+
+def _find_notebook(folder: Path) -> tuple[bytes | None, str, str]:
+    """The bytes of the one notebook in a student's folder, its name, or (None, '', a status the instructor
+    can act on). Symbolic links are never followed and only regular files are read."""
+    notebooks, links = [], []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(top, name)
+            if path.is_symlink():
+                links.append(path)
+        dirs[:] = [d for d in dirs if d != ".ipynb_checkpoints" and not Path(top, d).is_symlink()]
+        notebooks += [Path(top, f) for f in files if f.endswith(".ipynb") and not Path(top, f).is_symlink()]
+    linked = [p for p in links if p.name.endswith(".ipynb") or p.is_dir()]
+    if linked:
+        names = ", ".join(f"{p.relative_to(folder)} -> {os.readlink(p)}" for p in linked)
+        return None, "", (f"not graded: the submission holds a symbolic link ({names}); grading reads only "
+                          "regular files, so ask the student for the notebook itself")[:400]
     if not notebooks:
-        return None, "no notebook: the folder holds no .ipynb file"
+        return None, "", "no notebook: the folder holds no .ipynb file"
     if len(notebooks) > 1:
-        return None, ("several notebooks, keep one: " + ", ".join(str(p.relative_to(folder)) for p in notebooks))[:300]
+        return None, "", ("several notebooks, keep one: " + ", ".join(str(p.relative_to(folder)) for p in sorted(notebooks)))[:300]
+    path = notebooks[0]
     try:
-        nbformat.read(notebooks[0], as_version=4)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        return None, "", f"not graded: {path.name} cannot be opened ({err.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return None, "", f"not graded: {path.name} is not a regular file"
+        if info.st_size > MAX_NOTEBOOK_BYTES:
+            return None, "", f"not graded: {path.name} is {info.st_size / 2**20:.0f} MiB, more than a notebook can be"
+        data = f.read(MAX_NOTEBOOK_BYTES + 1)
+    try:
+        nbformat.reads(data.decode("utf-8"), as_version=4)
     except Exception as err:  # empty, not JSON, not a notebook
-        return None, f"unreadable notebook ({type(err).__name__}): ask the student for the .ipynb file again"
-    return notebooks[0], ""
+        return None, "", f"unreadable notebook ({type(err).__name__}): ask the student for the .ipynb file again"
+    return data, path.name, ""
 
 
 def _grade_one(folder: Path, index: int, s: dict) -> tuple[Row, str | None]:
     """Grade one student: sandboxed autograde, then trusted verdicts and feedback. Never raises."""
-    assignment, limits = s["assignment"], s["limits"]
+    assignment = s["assignment"]
     row = Row(folder.name, assignment, max_score=sum(c.points for c in s["cells"]))
-    notebook, problem = _find_notebook(folder)
-    if notebook is None:
+    data, _, problem = _find_notebook(folder)
+    if data is None:
         row.status = problem
+        if problem.startswith("not graded"):
+            row.score = None
         return row, None
-    data = notebook.read_bytes()
     key = hashlib.sha256(s["version"].encode() + data).hexdigest()
     cached = s["cache"] / f"{hashlib.sha256(folder.name.encode()).hexdigest()[:16]}.json"
     if not s["force"] and cached.exists():
@@ -169,14 +314,41 @@ def _grade_one(folder: Path, index: int, s: dict) -> tuple[Row, str | None]:
             return Row(**{**saved["row"], "cells": {k: tuple(v) for k, v in saved["row"]["cells"].items()}}), saved["html"]
     try:
         row, html = _autograde(folder.name, index, data, row, s)
-    except Exception as err:  # a bug of ours must not stop the batch: the row says what happened
-        row.status, row.message = "grading error", f"{type(err).__name__}: {err}"[:500]
+    except Exception as err:  # a bug of ours must not stop the batch, nor give a zero: the row says what happened
+        row.score, row.status = None, f"not graded: grading error ({type(err).__name__}: {err})"[:500]
         return row, None
-    s["cache"].mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "row": asdict(row), "html": html}))
-    tmp.replace(cached)
+    if row.clean:  # a kernel that died, a time limit, a machine fault: never kept, graded afresh next time
+        s["cache"].mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "row": asdict(row), "html": html}))
+        tmp.replace(cached)
     return row, html
+
+
+@dataclass
+class Attempt:
+    """One run of a notebook in a fresh kernel."""
+    stopped: str            # '' or what went wrong with the worker
+    records: dict
+    notes: str              # the sandbox's own notes
+    output: str             # the tail of the kernel's stdout/stderr and the worker's stderr
+    events: list[dict]      # TracedExecute's progress: cells started, then finished / died / start-failed
+    student_ran: bool       # some cell that is not the instructor's had started
+
+    @property
+    def kind(self) -> str:
+        """ok, timeout, died (after student code ran) or machine (could not start, or died in set-up code)."""
+        if self.stopped.startswith("stopped after"):
+            return "timeout"
+        last = self.events[-1]["event"] if self.events else ""
+        if last == "finished" and not self.stopped:
+            return "ok"
+        return "died" if self.student_ran else "machine"
+
+    @property
+    def where(self) -> tuple[int, str] | None:
+        cells = [e for e in self.events if e["event"] == "cell"]
+        return (cells[-1]["index"], cells[-1]["digest"]) if cells else None
 
 
 def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tuple[Row, str | None]:
@@ -188,27 +360,39 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     if not ids & expected:
         row.status = f"not a {assignment} notebook: none of its answer cells is there (another assignment?)"
         return row, None
-    data = nbformat.writes(restore_locked_cells(submitted, s["source_nb"])).encode()
+    restored = restore_locked_cells(submitted, s["source_nb"])
     course = s["work"] / "students" / f"s{index}"
     shutil.copytree(s["template"], course, ignore=shutil.ignore_patterns("release"))
     target = course / "submitted" / student / assignment / source.name
     target.parent.mkdir(parents=True)
-    target.write_bytes(data)
+    target.write_bytes(nbformat.writes(restored).encode())
     uid = s["uid_base"] + index if os.geteuid() == 0 else None
-    for attempt in (1, 2):  # a kernel that dies before recording anything (a rare start-up failure) gets one more go
-        kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
-        try:
-            _prepare_kernel(kernel_dir, course, s, uid)
-            stopped = _run_worker(course, assignment, student, kernel_dir, limits)
-            _kill_leftovers(uid, kernel_dir)
-            records = judge.read_records(kernel_dir / "records.jsonl")
-            notes = (kernel_dir / "sandbox-notes.txt").read_text() if (kernel_dir / "sandbox-notes.txt").exists() else ""
-        finally:
-            _kill_leftovers(uid, kernel_dir)
-            shutil.rmtree(kernel_dir, ignore_errors=True)
-        if records or not stopped.startswith("its kernel died"):
+    attempts: list[Attempt] = []
+    while len(attempts) < ATTEMPTS:
+        attempt = _run_once(course, student, uid, s)
+        attempts.append(attempt)
+        if attempt.kind in ("ok", "timeout"):
             break
-    verdicts = judge.judge(s["cells"], records)
+        if attempt.kind == "died" and len(attempts) > 1 and any(
+                a.kind == "died" and a.where == attempt.where for a in attempts[:-1]):
+            break  # the same cell killed its kernel twice: the notebook's own doing
+    final = attempts[-1]
+    row.diagnostics = "\n".join(filter(None, [final.notes, _setup_errors(course, student, s),
+                                               _without_noise(final.output)]))[-4000:]
+    settled = final.kind in ("ok", "timeout") or (final.kind == "died" and len(attempts) > 1 and any(
+        a.kind == "died" and a.where == final.where for a in attempts[:-1]))
+    if not settled:
+        row.score = None
+        if final.kind == "machine":
+            said = (final.output.strip().splitlines() or ["no output"])[-1][:300]
+            row.status = (f"not graded: the grading environment failed (the kernel could not start or died in the "
+                          f"instructor's set-up code on {len(attempts)} runs; it said: {said})")
+        else:
+            points = ", ".join(f"cell {a.where[0] + 1}" if a.where else "start-up" for a in attempts)
+            row.status = (f"not graded: the kernel died at a different point on each of {len(attempts)} runs "
+                          f"({points}); the machine may be short of memory or unstable: regrade with --force")
+        return row, None
+    verdicts = judge.judge(s["cells"], final.records)
     autograded = course / "autograded" / student / assignment / source.name
     if autograded.exists():
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
@@ -216,14 +400,88 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     row.score = sum(v.score for v in verdicts)
     row.message = " | ".join(f"{v.grade_id}: {'hidden tests failed' if v.hidden else v.message}"
                              for v in verdicts if v.message)[:4000]
-    row.status = "graded" if not stopped and autograded.exists() else f"graded, but {stopped or 'nbgrader wrote no notebook'}"
-    if notes:
-        row.status += f" ({notes})"
-    html = None
-    if autograded.exists():
-        with _NBGRADER_LOCK:
-            html = write_feedback(course, student, assignment, source.name, autograded, verdicts)
+    if final.kind == "timeout":
+        row.status = f"graded, but {final.stopped}"
+    elif final.kind == "died":
+        at, grade_id = final.where[0] + 1, _grade_id_at(restored, final.where[0])
+        row.status = (f"graded, but its kernel died in cell {at}{f' ({grade_id})' if grade_id else ''} on "
+                      f"{len(attempts)} runs: the notebook's own code exited or killed it, or it passed a limit "
+                      f"({limits.described()}); the tests after that point score 0")
+    elif not autograded.exists():
+        row.status = "graded, but nbgrader wrote no notebook"
+    if final.notes:
+        row.status += f" ({final.notes})"
+    with _NBGRADER_LOCK:
+        html = (write_feedback(course, student, assignment, source.name, autograded, verdicts) if autograded.exists()
+                else None) or fallback_feedback(restored, s["source_nb"], verdicts)
     return row, html
+
+
+def _setup_errors(course: Path, student: str, s: dict) -> str:
+    """Errors in the instructor's own cells that are not tests (the set-up): a machine fault when the
+    instructor's solution is graded (a package that cannot be imported, data that cannot be read)."""
+    autograded = course / "autograded" / student / s["assignment"] / s["source"].name
+    if not autograded.exists():
+        return ""
+    lines = []
+    for i, cell in enumerate(nbformat.read(autograded, as_version=4).cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("locked") and not meta.get("grade"):
+            for out in cell.get("outputs", []):
+                if out.output_type == "error":
+                    lines.append(f"cell {i + 1} ({meta.get('grade_id')}, the instructor's set-up) stopped with "
+                                 f"{out.ename}: {out.evalue}"[:600])
+    return "\n".join(lines)
+
+
+NOISE = re.compile(r"Kernel is running over TCP|ipython kernel. entry point|explicitly quit this process|"
+                   r"Ctrl-\\|ipython/issues/2049|To connect another client|--existing |SAWarning|"
+                   r"for notebook in submission|return \[x for x in self|^\s*$|^To exit, you will have|"
+                   r"\"quit\" from a client|^To read more about this")
+
+
+def _without_noise(text: str) -> str:
+    """The kernel's and worker's output without the lines they print on every run."""
+    return "\n".join(line for line in text.splitlines() if not NOISE.search(line))
+
+
+def _grade_id_at(nb, index: int) -> str | None:
+    return nb.cells[index].metadata.get("nbgrader", {}).get("grade_id") if 0 <= index < len(nb.cells) else None
+
+
+def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
+    """Autograde the notebook once in a fresh sandboxed kernel, then clear away everything the kernel left."""
+    progress = course / "progress.jsonl"
+    progress.unlink(missing_ok=True)
+    kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
+    try:
+        _prepare_kernel(kernel_dir, course, s, uid)
+        stopped, worker_err = _run_worker(course, s["assignment"], student, kernel_dir, s["limits"], progress)
+        _kill_leftovers(uid, kernel_dir)
+        records = judge.read_records(kernel_dir / "records.jsonl")
+        notes = _tail(kernel_dir / "sandbox-notes.txt", 1000)
+        output = "\n".join(filter(None, [_tail(kernel_dir / "kernel-output.txt", 3000), worker_err[-1500:]]))
+    finally:
+        _kill_leftovers(uid, kernel_dir)
+        shutil.rmtree(kernel_dir, ignore_errors=True)
+    events = []
+    if progress.exists():
+        for line in progress.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+    ran = any(e["event"] == "cell" and e.get("digest") not in s["locked"] for e in events)
+    return Attempt(stopped, records, notes, output, events, ran)
+
+
+def _tail(path: Path, chars: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - chars))
+            return f.read().decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def restore_locked_cells(submitted, source_nb):
@@ -243,52 +501,60 @@ def restore_locked_cells(submitted, source_nb):
 
 
 def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) -> None:
-    """The student's kernel folder (cases, llmcourse copy, working directory) and the kernelspec that starts it."""
-    for sub in ("cwd", "ipython", "matplotlib", "cache"):
-        (kernel_dir / sub).mkdir()
+    """The student's kernel folder and the kernelspec that starts it. As root, the folder and what the grader
+    put there (cases, the stubbed llmcourse) belong to root and are read-only for the kernel's user, which may
+    write only its records file and, in its namespace, its own size-limited scratch folder (`home`)."""
     shutil.copytree(s["work"] / "cases", kernel_dir / "cases")
     shutil.copytree(s["work"] / "site", kernel_dir / "site")
     shutil.copyfile(Path(__file__).with_name("sandbox.py"), kernel_dir / "sandbox.py")
+    (kernel_dir / "records.jsonl").touch()
     limits: Limits = s["limits"]
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
+    env = {"PATH": f"{Path(KERNEL_PYTHON).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
            "LLMCOURSE_GRADING": str(kernel_dir), "LLMCOURSE_DATA": str(DATA_DIR),
-           "LLMCOURSE_CACHE": str(kernel_dir / "cache"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    settings = {"kernel_dir": str(kernel_dir), "uid": uid, "hide": s["hide"], "env": env,
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    settings = {"kernel_dir": str(kernel_dir), "uid": uid, "hide": s["hide"], "reach": s["reach"], "env": env,
                 "pythonpath": str(kernel_dir / "site"), "memory_bytes": limits.memory_bytes,
-                "max_processes": limits.max_processes, "max_file_bytes": limits.max_file_bytes}
+                "max_processes": limits.max_processes, "max_file_bytes": limits.max_file_bytes,
+                "scratch_bytes": limits.scratch_bytes}
     (kernel_dir / "settings.json").write_text(json.dumps(settings))
+    for path in kernel_dir.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
     if uid is not None:
-        for path in [kernel_dir, *kernel_dir.rglob("*")]:
-            os.chown(path, uid, uid)
-    os.chmod(kernel_dir, 0o700)
+        os.chown(kernel_dir / "records.jsonl", uid, uid)
+        os.chmod(kernel_dir / "records.jsonl", 0o600)
+    os.chmod(kernel_dir, 0o711 if uid is not None else 0o700)
     spec = course / "jupyter" / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-I", str(kernel_dir / "sandbox.py"), str(kernel_dir / "settings.json"), "{connection_file}"]
+    argv = [KERNEL_PYTHON, "-I", str(kernel_dir / "sandbox.py"), str(kernel_dir / "settings.json"), "{connection_file}"]
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "llmcourse grading", "language": "python"}))
 
 
-def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, limits: Limits) -> str:
-    """nbgrader autograde of one student, in a process of its own with a wall-clock limit. '' or what went wrong."""
-    env = {**os.environ, "JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime")}
+def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, limits: Limits,
+                progress: Path) -> tuple[str, str]:
+    """nbgrader autograde of one student, in a process of its own with a wall-clock limit.
+    Returns ('' or what went wrong, the tail of the worker's stderr)."""
+    env = {**os.environ, "JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime"),
+           PROGRESS_ENV: str(progress)}
     cmd = [sys.executable, "-m", "llmcourse.grading.worker", str(course), assignment, student,
            str(limits.cell_timeout)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=limits.student_timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return f"stopped after {limits.student_timeout} s (the notebook's time limit)"
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing the worker prints can fill our memory
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        try:
+            proc.wait(timeout=limits.student_timeout)
+            stopped = ""
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            stopped = f"stopped after {limits.student_timeout} s (the notebook's time limit)"
+        log.seek(max(0, log.seek(0, 2) - 20_000))
+        err = log.read().decode(errors="replace")
     if os.environ.get("LLMCOURSE_GRADING_LOG"):  # for debugging the grader itself
-        with open(os.environ["LLMCOURSE_GRADING_LOG"], "ab") as log:
-            log.write(err)
-    if proc.returncode != 0:
-        text = err.decode(errors="replace")
-        if "DeadKernelError" in text or "Kernel died" in text:
-            return "its kernel died (the notebook exited or killed it): the tests after that point score 0"
-        last = text.strip().splitlines()[-1:] or [""]
-        return f"the grading process ended with code {proc.returncode} ({last[0][:200]})"
-    return ""
+        with open(os.environ["LLMCOURSE_GRADING_LOG"], "a", encoding="utf-8") as f:
+            f.write(err)
+    if not stopped and proc.returncode != 0:
+        last = err.strip().splitlines()[-1:] or [""]
+        stopped = f"the grading process ended with code {proc.returncode} ({last[0][:200]})"
+    return stopped, err.strip()[-2000:]
 
 
 def _kill_leftovers(uid: int | None, kernel_dir: Path) -> None:
@@ -339,13 +605,16 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 
 def summary(rows: list[Row]) -> str:
-    """A plain-text table of the grades, for the terminal, with a closing line of totals."""
+    """A plain-text table of the grades, for the terminal, with a closing line of totals. A row that is not
+    cleanly graded (not graded at all, a kernel that died, a time limit) needs the instructor."""
     width = max([len(r.student) for r in rows] + [7])
     lines = [f"{'student':<{width}}  {'score':>11}  status"]
     for r in rows:
-        lines.append(f"{r.student:<{width}}  {r.score:>5g} / {r.max_score:<3g}  {r.status}")
-    graded = [r for r in rows if r.status.startswith("graded")]
+        score = "—" if r.score is None else f"{r.score:g}"
+        lines.append(f"{r.student:<{width}}  {score:>5} / {r.max_score:<3g}  {r.status}")
+    graded = [r for r in rows if r.score is not None and r.status.startswith("graded")]
+    clean = [r for r in rows if r.clean]
     mean = sum(r.score for r in graded) / len(graded) if graded else 0.0
     lines.append(f"{len(rows)} students: {len(graded)} graded (mean {mean:.1f} / {rows[0].max_score:g}), "
-                 f"{len(rows) - len(graded)} need the instructor (see status)" if rows else "no student folders")
+                 f"{len(rows) - len(clean)} need the instructor (see status)" if rows else "no student folders")
     return "\n".join(lines)

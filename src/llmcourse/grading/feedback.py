@@ -8,6 +8,7 @@ Explained in: README.md, section "How grading works".
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -45,15 +46,10 @@ class FeedbackFilter(Preprocessor):
         return cell, resources
 
 
-# --- grading -----------------------------------------------------------------------------------------
 
-
-def write_feedback(course: Path, student: str, assignment: str, name: str, autograded: Path, verdicts) -> str | None:
-    """Put the trusted verdicts into the autograded notebook and the gradebook, then let nbgrader write the HTML."""
-    from nbgrader.api import Gradebook
-
+def put_verdicts(nb, verdicts) -> None:
+    """Each test cell's output becomes the trusted verdict: ✓ passed, or the check's message."""
     by_id = {v.grade_id: v for v in verdicts}
-    nb = nbformat.read(autograded, as_version=4)
     for cell in nb.cells:
         v = by_id.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
         if v is None:
@@ -62,6 +58,39 @@ def write_feedback(course: Path, student: str, assignment: str, name: str, autog
             cell.outputs = [nbformat.v4.new_output("error", ename="CheckFailed", evalue=v.message, traceback=[])]
         else:
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ passed\n")]
+
+
+def fallback_feedback(restored, source_nb, verdicts) -> str:
+    """A feedback page for a notebook that nbgrader could not finish (the time limit stopped it): the
+    student's cells, each test cell as the instructor wrote it with its verdict, hidden tests cleared."""
+    from nbconvert import HTMLExporter
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    nb = copy.deepcopy(restored)
+    instructor = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source_nb.cells
+                  if c.metadata.get("nbgrader", {}).get("locked")}
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in instructor:
+            cell.source = instructor[grade_id]
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    put_verdicts(nb, verdicts)
+    note = ("**This notebook could not be run to the end when it was graded** (see the status your instructor "
+            "has); the tests below show what was recorded before it stopped.")
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(note))
+    nb, _ = FeedbackFilter().preprocess(nb, {})
+    nb, _ = ClearHiddenTests().preprocess(nb, {})
+    html, _ = HTMLExporter(mathjax_url="", sanitize_html=True).from_notebook_node(nb)
+    return html
+
+
+def write_feedback(course: Path, student: str, assignment: str, name: str, autograded: Path, verdicts) -> str | None:
+    """Put the trusted verdicts into the autograded notebook and the gradebook, then let nbgrader write the HTML."""
+    from nbgrader.api import Gradebook
+
+    nb = nbformat.read(autograded, as_version=4)
+    put_verdicts(nb, verdicts)
     os.chmod(autograded, 0o644)
     nbformat.write(nb, autograded)
     api = nbgrader_api(course, source="source", release="release", work=".")

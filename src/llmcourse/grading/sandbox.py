@@ -19,11 +19,13 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
-MS_REC, MS_PRIVATE, MS_BIND, MS_RDONLY = 0x4000, 0x40000, 0x1000, 0x1
+MS_REC, MS_PRIVATE, MS_BIND, MS_RDONLY, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x1000, 0x1, 0x2, 0x4
+O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 
 def _libc():
@@ -37,38 +39,87 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, options: st
         raise OSError(f"mount {source} on {target}: {os.strerror(ctypes.get_errno())}")
 
 
-def _closed_ancestor(path: str) -> str | None:
-    """The outermost folder above `path` that other users cannot enter (e.g. /root for a pyenv Python)."""
+def closed_ancestor(path: str) -> str | None:
+    """The outermost folder above `path` that other users cannot enter (a checkout in a `mktemp -d` folder,
+    a Python under /root), or None."""
     parts = Path(path).resolve().parts
-    for i in range(2, len(parts)):
+    for i in range(2, len(parts) + 1):
         folder = str(Path(*parts[:i]))
-        if not os.stat(folder).st_mode & 0o001:
-            return folder
+        try:
+            if not os.stat(folder).st_mode & 0o001:
+                return folder
+        except OSError:
+            return None
     return None
 
 
-def hide_paths(paths: list[str], scratch: Path) -> str:
-    """In a new private mount namespace, cover each path with an empty read-only tmpfs, and make the Python
-    installation reachable for an unprivileged user. '' on success, else the reason it failed."""
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # shared, world-writable: each kernel gets private ones
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def isolate(hide: list[str], reach: list[str], kernel_dir: str, scratch_bytes: int) -> str:
+    """In a new private mount namespace: cover each `hide` path with an empty read-only tmpfs; give the kernel
+    private, size-limited /tmp, /var/tmp and /dev/shm; and make every `reach` path (the Python installation,
+    the virtual environment, the data) and the kernel's own folder reachable even where a folder above them
+    is closed to other users, by covering that folder with a tmpfs and binding the paths back into it.
+    '' on success, else the reason it failed."""
     if _libc().unshare(CLONE_NEWNS) != 0:
         return f"unshare: {os.strerror(ctypes.get_errno())}"
     try:
         _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-        for path in paths:
+        for path in hide:
             if os.path.isdir(path):
                 _mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=4k,mode=0555")
-        python = str(Path(sys.base_prefix).resolve())
-        closed = _closed_ancestor(python)
-        if closed:  # keep only the Python installation visible inside the closed folder
-            side = scratch / "python"
-            side.mkdir()
-            _mount(python, str(side), None, MS_BIND | MS_REC, None)
-            _mount("tmpfs", closed, "tmpfs", 0, "size=64k,mode=0755")
-            os.makedirs(python)
-            _mount(str(side), python, None, MS_BIND | MS_REC, None)
+        reach = [str(Path(p).resolve()) for p in reach if os.path.isdir(p)]
+        covers = {c for c in map(closed_ancestor, reach) if c} | {d for d in SCRATCH_DIRS if os.path.isdir(d)}
+        covers = sorted(c for c in covers if not any(o != c and _inside(c, o) for o in covers))
+        keep = [p for p in [kernel_dir, *reach] if any(_inside(p, c) for c in covers)]
+        keep = sorted({p for p in keep if not any(o != p and _inside(p, o) for o in keep)})
+        handles = {p: os.open(p, O_PATH) for p in keep}  # they stay reachable through these once covered
+        for cover in covers:
+            scratch = cover in SCRATCH_DIRS
+            options = f"size={scratch_bytes},mode=1777" if scratch else "size=1m,mode=0755"
+            _mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        for path, fd in handles.items():
+            os.makedirs(path, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+            os.close(fd)
     except OSError as err:
         return str(err)
     return ""
+
+
+def own_scratch(folder: Path, uid: int | None, scratch_bytes: int) -> None:
+    """The kernel's home and working folder: in the namespace, a tmpfs of `scratch_bytes` owned by its user
+    (a disk quota that vanishes with the kernel); without root, a plain folder."""
+    folder.mkdir(exist_ok=True)
+    if uid is not None:
+        _mount("tmpfs", str(folder), "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={scratch_bytes},mode=0700,uid={uid},gid={uid}")
+    for sub in ("cwd", "ipython", "matplotlib", "cache"):
+        (folder / sub).mkdir(exist_ok=True)
+        if uid is not None:
+            os.chown(folder / sub, uid, uid)
+
+
+def unreachable(paths: list[str]) -> list[str]:
+    """After the switch to the kernel's user: the paths it cannot read (each given path, and the packages in
+    a site-packages folder among them), with the reason, for the grader's canary message."""
+    problems = []
+    for path in paths:
+        entries = [path]
+        if path.endswith("-packages") and os.access(path, os.R_OK | os.X_OK):
+            entries += sorted(e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+        for entry in entries:
+            if os.path.exists(entry) and not os.access(entry, os.R_OK | os.X_OK):
+                closed = closed_ancestor(entry)
+                why = (f"{closed} is closed to other users" if closed and closed != entry
+                       else f"its mode is {oct(os.stat(entry).st_mode & 0o777)}, closed to other users")
+                problems.append(f"the grading user (uid {os.getuid()}) cannot read {entry}: {why}")
+    return problems[:10]
 
 
 def limit_resources(memory_bytes: int, max_processes: int, max_file_bytes: int) -> None:
@@ -130,18 +181,30 @@ def main() -> None:
     """argv: SETTINGS_JSON CONNECTION_FILE. Sets everything up, then becomes the ipykernel."""
     settings = json.loads(Path(sys.argv[1]).read_text())
     connection = Path(sys.argv[2]).read_text()  # readable only before the user switch
-    home = Path(settings["kernel_dir"])
+    kernel_dir = Path(settings["kernel_dir"])
+    os.umask(0o022)
+    # The kernel's own stdout and stderr (tracebacks of a start that fails, a crash's last words) go to a file
+    # the grader reads, never into the grader's pipes; a file-size limit then raises an error, it does not kill.
+    out = os.open(kernel_dir / "kernel-output.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     notes = []
-    hidden = False
+    isolated = False
+    uid = settings.get("uid")
     if os.geteuid() == 0:
-        problem = hide_paths(settings["hide"], home)
-        hidden = not problem
+        problem = isolate(settings["hide"], settings["reach"], str(kernel_dir), settings["scratch_bytes"])
+        isolated = not problem
         if problem:
             notes.append(f"sandbox incomplete: {problem}")
-    own_connection = home / "connection.json"
+    switch = os.geteuid() == 0 and uid and isolated
+    home = kernel_dir / "home"
+    own_scratch(home, uid if switch else None, settings["scratch_bytes"])
+    own_connection = kernel_dir / "connection.json"
     own_connection.write_text(connection)
-    uid = settings.get("uid")
-    if os.geteuid() == 0 and uid and hidden:
+    if notes:
+        (kernel_dir / "sandbox-notes.txt").write_text("\n".join(notes))
+    if switch:
         os.chown(own_connection, uid, uid)
         os.setgroups([])
         os.setgid(uid)
@@ -149,15 +212,16 @@ def main() -> None:
         processes = settings["max_processes"]
     else:  # not root: the process limit counts all of this user's processes, so allow for those already running
         processes = count_processes_of(os.getuid()) + settings["max_processes"]
+    for problem in unreachable(settings["reach"]):
+        print(f"llmcourse sandbox: {problem}", file=sys.stderr, flush=True)
     limit_resources(settings["memory_bytes"], processes, settings["max_file_bytes"])
     os.chdir(home / "cwd")
     os.environ.clear()
     os.environ.update(settings["env"])
-    os.environ.update({"HOME": str(home / "cwd"), "IPYTHONDIR": str(home / "ipython"),
-                       "MPLCONFIGDIR": str(home / "matplotlib"), "PYTHONPATH": settings["pythonpath"]})
+    os.environ.update({"HOME": str(home / "cwd"), "IPYTHONDIR": str(home / "ipython"), "TMPDIR": "/tmp",
+                       "MPLCONFIGDIR": str(home / "matplotlib"), "LLMCOURSE_CACHE": str(home / "cache"),
+                       "PYTHONPATH": settings["pythonpath"]})
     sys.path.insert(0, settings["pythonpath"])
-    if notes:
-        (home / "sandbox-notes.txt").write_text("\n".join(notes))
     watch_forks()
     sys.argv = [sys.argv[0], "-f", str(own_connection), "--HistoryManager.hist_file=:memory:"]
     from ipykernel import kernelapp

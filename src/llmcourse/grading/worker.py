@@ -3,22 +3,79 @@
 It is a module of its own (run as `python -m llmcourse.grading.worker COURSE ASSIGNMENT STUDENT TIMEOUT`) so
 that a student's kernel, and nbgrader's global logging, stay out of the grader's process.
 
+It runs nbgrader's Execute step as `TracedExecute`, which writes, before each cell, which cell starts (to the
+file named by LLMCOURSE_PROGRESS), and which keeps the notebook when the kernel dies: the grader then knows
+where a kernel died (and can tell a notebook that kills its kernel from a machine that failed to start one),
+and nbgrader still writes the autograded notebook, so the student gets feedback.
+
 Explained in: README.md, section "How grading works".
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 from pathlib import Path
+
+from nbclient.exceptions import DeadKernelError
+from nbgrader.preprocessors import Execute
 
 from llmcourse.grading.course import nbgrader_api
 
 KERNEL_NAME = "llmcourse-sandbox"
+PROGRESS_ENV = "LLMCOURSE_PROGRESS"
+KERNEL_DIED = "KernelDied"
+
+
+def cell_digest(source: str) -> str:
+    """How the grader recognises a cell in the progress file (the source notebook's locked cells included)."""
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _progress(**event) -> None:
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+
+
+class TracedExecute(Execute):
+    """nbgrader's Execute, telling the grader which cell runs, and keeping what ran when the kernel dies."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and cell.source.strip():
+            _progress(event="cell", index=index, digest=cell_digest(cell.source),
+                      grade_id=cell.metadata.get("nbgrader", {}).get("grade_id"))
+            self._running = cell
+        return super().preprocess_cell(cell, resources, index)
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._running = None
+        try:
+            nb, resources = super().preprocess(nb, resources, km)
+        except DeadKernelError as err:
+            if self._running is None:  # died before any cell: the kernel could not start
+                _progress(event="start-failed", message=str(err)[:500])
+                raise
+            _progress(event="died", message=str(err)[:500])
+            self._running.outputs.append({
+                "output_type": "error", "ename": KERNEL_DIED,
+                "evalue": "the kernel died while this cell ran; the cells after it did not run",
+                "traceback": [f"{KERNEL_DIED}: the kernel died while this cell ran"]})
+            return self.nb, self.resources
+        _progress(event="finished")
+        return nb, resources
 
 
 def autograde_worker(course: str, assignment: str, student: str, cell_timeout: str) -> int:
     """Entry point of the worker process: nbgrader autograde with the sandbox kernel."""
     api = nbgrader_api(Path(course), source="source", release="release", work=".", kernel=KERNEL_NAME,
-               cell_timeout=int(cell_timeout))
+                       cell_timeout=int(cell_timeout))
+    from nbgrader.converters import Autograde
+
+    steps = Autograde.class_traits()["autograde_preprocessors"].default()
+    api.config.Autograde.autograde_preprocessors = [TracedExecute if s is Execute else s for s in steps]
     result = api.autograde(assignment, student, force=True)
     if not result["success"]:
         print(result.get("log") or "", file=sys.stderr)
