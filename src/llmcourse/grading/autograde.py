@@ -384,7 +384,11 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     if not settled:
         row.score = None
         if final.kind == "machine":
-            said = (final.output.strip().splitlines() or ["no output"])[-1][:300]
+            lines = _without_noise(final.output).splitlines()
+            said = next((x for x in lines if x.startswith("llmcourse sandbox:")), None) or next(
+                (x for x in reversed(lines) if "Error" in x and "NbGraderException" not in x), None) or (
+                lines or ["no output"])[-1]
+            said = said.strip()[:300]
             row.status = (f"not graded: the grading environment failed (the kernel could not start or died in the "
                           f"instructor's set-up code on {len(attempts)} runs; it said: {said})")
         else:
@@ -460,7 +464,7 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
         _kill_leftovers(uid, kernel_dir)
         records = judge.read_records(kernel_dir / "records.jsonl")
         notes = _tail(kernel_dir / "sandbox-notes.txt", 1000)
-        output = "\n".join(filter(None, [_tail(kernel_dir / "kernel-output.txt", 3000), worker_err[-1500:]]))
+        output = "\n".join(filter(None, [_kernel_output(kernel_dir / "kernel-output.txt"), worker_err[-1500:]]))
     finally:
         _kill_leftovers(uid, kernel_dir)
         shutil.rmtree(kernel_dir, ignore_errors=True)
@@ -473,6 +477,17 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
                 pass
     ran = any(e["event"] == "cell" and e.get("digest") not in s["locked"] for e in events)
     return Attempt(stopped, records, notes, output, events, ran)
+
+
+def _kernel_output(path: Path) -> str:
+    """What the kernel printed outside any cell: the sandbox's own findings first, then the last lines."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    findings = [line for line in head.splitlines() if line.startswith("llmcourse sandbox:")]
+    return "\n".join(findings + [_tail(path, 3000)])
 
 
 def _tail(path: Path, chars: int) -> str:

@@ -113,13 +113,23 @@ def unreachable(paths: list[str]) -> list[str]:
         entries = [path]
         if path.endswith("-packages") and os.access(path, os.R_OK | os.X_OK):
             entries += sorted(e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
-        for entry in entries:
-            if os.path.exists(entry) and not os.access(entry, os.R_OK | os.X_OK):
-                closed = closed_ancestor(entry)
+        for entry in entries:  # each exists (the grader saw it): one this user cannot even see is closed off
+            if not os.access(entry, os.R_OK | os.X_OK):
+                closed = _closed_from(entry)
                 why = (f"{closed} is closed to other users" if closed and closed != entry
-                       else f"its mode is {oct(os.stat(entry).st_mode & 0o777)}, closed to other users")
+                       else "its permissions close it to other users")
                 problems.append(f"the grading user (uid {os.getuid()}) cannot read {entry}: {why}")
     return problems[:10]
+
+
+def _closed_from(path: str) -> str | None:
+    """The first folder on the way to `path` that this user cannot enter."""
+    parts = Path(path).parts
+    for i in range(2, len(parts) + 1):
+        folder = str(Path(*parts[:i]))
+        if not os.access(folder, os.X_OK):
+            return folder
+    return None
 
 
 def limit_resources(memory_bytes: int, max_processes: int, max_file_bytes: int) -> None:
