@@ -1,15 +1,17 @@
 """The grading kernel: an ipykernel started inside resource limits, as an unprivileged user, with the
 course's secrets out of sight. `llmcourse grade` runs every student notebook in it.
 
-What it does before the kernel starts (the threat model is in README, "Grading"):
+What it does before the kernel starts (the threat model is in README, "How grading works"):
+- its own stdout and stderr go to a file the grader reads (the canary quotes it), never into the grader;
 - resource limits: address space (memory bombs fail with MemoryError), processes (fork bombs stop at a few
-  dozen), file size, no core dumps;
+  dozen), file size (an error, not a kill: SIGXFSZ is ignored), no core dumps;
 - when the grader runs as root: a private mount namespace in which the course's sources, solutions, git
-  history, gradebooks and the submissions folder are covered by empty folders, then a switch to a user id of
-  the student's own (so other students' kernel folders are unreadable and the process limit counts only this
-  kernel's processes);
-- the kernel's working directory and HOME are the student's own kernel folder; `llmcourse` is imported from
-  a copy in which the functions students must write are replaced by stubs.
+  history, gradebooks and the submissions folder are covered by empty folders; /tmp, /var/tmp, /dev/shm
+  and the kernel's home are private, size-limited tmpfs that vanish with it; the Python installation, the
+  virtual environment and the data are bound back where a folder above them is closed to other users; then
+  a switch to a user id of the student's own, which checks and reports what it cannot read;
+- the kernel's working directory and HOME are its own scratch folder; `llmcourse` is imported from a copy
+  in which the functions students must write are replaced by stubs.
 
 Explained in: README.md, section "Grading".
 """
