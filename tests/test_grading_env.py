@@ -119,3 +119,18 @@ def test_feedback_and_cache_inside_the_submissions_are_not_students(tmp_path):
                              cache=subs / "cache", jobs=2, progress=False)
         assert [r.student for r in rows] == ["honest"]
     assert rows[0].clean and rows[0].score == rows[0].max_score
+
+
+def test_a_notebook_stopped_by_its_time_limit_still_gets_feedback_without_hidden_tests():
+    """When nbgrader could not finish (the notebook's time limit), the feedback page is made from the submitted
+    notebook and the verdicts of what was recorded; hidden tests stay hidden."""
+    from hostile import SECRET
+    from llmcourse.grading import feedback, judge
+
+    source = nbformat.read(SOLUTION, as_version=4)
+    submitted = grading.restore_locked_cells(nbformat.read(RELEASE, as_version=4), source)
+    verdicts = judge.judge(judge.test_cells(source), {})
+    page = feedback.fallback_feedback(submitted, source, verdicts)
+    assert "could not be run to the end" in page
+    assert "was not checked" in page and "Hidden tests: failed." in page
+    assert SECRET not in page and "BEGIN HIDDEN" not in page
