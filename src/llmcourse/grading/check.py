@@ -197,8 +197,14 @@ def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) 
         before = saved_by_id.get(meta.get("grade_id")) if meta.get("grade_id") else None
         if before is None and meta.get("grade_id") is None:
             before = _saved_twin(saved, cell)
-        if errors and before is not None and before.get("outputs") and not any(
-                o.get("output_type") == "error" for o in before.outputs):
+        fresh_failure = errors and before is not None and before.get("outputs") and not any(
+            o.get("output_type") == "error" for o in before.outputs)
+        if errors and not meta.get("grade") and not fresh_failure and errors[-1].ename != "CellTimeoutError":
+            why = str(errors[-1].evalue).splitlines()[0][:120] if errors[-1].evalue else ""
+            if errors[-1].ename == "NotImplementedError" and not why:
+                why = "it uses a function you have not written yet"
+            report.warnings.append(f"{label} raises {errors[-1].ename}: {why}")
+        if fresh_failure:
             report.warnings.append(f"{label} fails on a fresh run ({errors[-1].ename}: "
                                    f"{str(errors[-1].evalue).splitlines()[0][:120] if errors[-1].evalue else ''}) "
                                    "although your saved notebook shows it ran: it depends on something you ran "

@@ -94,6 +94,8 @@ def build_kit(out: Path, root: Path = REPO, book: Path | None = None, force: boo
         stubbed, where = build_package(site, notebooks)
         log(f"stubbed: " + "; ".join(f"{m.split('.')[-1]}: {', '.join(sorted(n))}" for m, n in sorted(stubbed.items())))
         wheel = write_wheel(site, out)
+    for page, names in redact_book(out / "book", reference_bodies(stubbed), where).items():
+        log(f"book/{page}: left out the printed code of {', '.join(names)} (an exercise's answer)")
     (out / "requirements.txt").write_text(kit_requirements(root, wheel.name), encoding="utf-8")
     (out / "README.md").write_text(student_readme(list(notebooks), wheel.name), encoding="utf-8")
     log(f"kit in {out} ({time.time() - started:.0f} s): {len(notebooks)} exercises, {wheel.name}, book/")
@@ -150,6 +152,82 @@ def record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[st
                         got = check.reference(*clone(args))
                     check.compare(args, check.output(got, check.name))
     return tables
+
+
+# --- no answer in the book --------------------------------------------------------------------------------
+
+def normalise(text: str) -> list[str]:
+    """Code as lines to compare: stripped, comments and blank lines dropped."""
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+def contains_block(text_lines: list[str], block: list[str]) -> bool:
+    """True if `block` occurs in `text_lines` as consecutive lines."""
+    if not block:
+        return False
+    return ("\n" + "\n".join(block) + "\n") in ("\n" + "\n".join(text_lines) + "\n")
+
+
+def reference_bodies(stubbed: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{"tokens.merge": its body's normalised lines (docstring left out)} for every function the kit stubs."""
+    import importlib
+    import inspect
+    import textwrap
+
+    bodies = {}
+    for module, names in stubbed.items():
+        mod = importlib.import_module(module)
+        for name in names:
+            fn = inspect.unwrap(getattr(mod, name))
+            source = textwrap.dedent(inspect.getsource(fn))
+            node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
+            body = node.body
+            if isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) and len(body) > 1:
+                body = body[1:]
+            lines = source.splitlines()[body[0].lineno - 1: node.end_lineno]
+            bodies[f"{module.split('.')[-1]}.{name}"] = normalise("\n".join(lines))
+    return bodies
+
+
+_PRE = re.compile(r"(<pre[^>]*>)(.*?)(</pre>)", re.S)
+
+
+def page_lines(html_text: str) -> list[str]:
+    """The normalised lines of an HTML fragment's visible text."""
+    import html
+
+    return normalise(html.unescape(re.sub(r"<[^>]+>", "", html_text)))
+
+
+def redact_book(book: Path, bodies: dict[str, list[str]], where: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    """The book prints some references' code (`inspect.getsource`), which in a graded class is an exercise's
+    answer: replace each <pre> block that holds a stubbed function's body by a note. Returns {page: [names]}."""
+    import html
+
+    found: dict[str, list[str]] = {}
+    for page in sorted(book.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+
+        def replace(match: re.Match) -> str:
+            lines = page_lines(match.group(2))
+            names = [n for n, body in bodies.items() if contains_block(lines, body)]
+            if not names:
+                return match.group(0)
+            found.setdefault(page.relative_to(book).as_posix(), []).extend(names)
+            exercises = sorted({where.get(f"llmcourse.{n.split('.')[0]}", {}).get(n.split(".")[1], "") for n in names} - {""})
+            note = (f"[Left out of the course kit: the code of {', '.join(names)}, which you write in exercise "
+                    f"{', '.join(exercises) or 'of this chapter'}.]")
+            return match.group(1) + html.escape(note) + match.group(3)
+
+        new = _PRE.sub(replace, text)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+    return found
 
 
 def write_wheel(site: Path, out: Path) -> Path:
