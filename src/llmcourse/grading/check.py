@@ -80,21 +80,23 @@ def _is_hidden_placeholder(cell) -> bool:
 
 
 def find_released(notebook: nbformat.NotebookNode, path: Path) -> tuple[nbformat.NotebookNode | None, str]:
-    """The released notebook this one was made from (by the ids of its cells, then by file name), and its name."""
+    """The released notebook this one was made from, and its assignment name: the one that shares most answer and
+    test cells (by nbgrader id) with it, the one with the same file name on a tie. The kit's own copies come
+    first; in the course's repository, exercises/."""
     candidates = sorted((PACKAGE / "_released").glob("*.ipynb"))
-    repo = PACKAGE.parents[1] / "exercises"
-    if repo.is_dir() and (PACKAGE.parents[1] / "solutions").is_dir():
-        candidates += sorted(repo.glob("*/*.ipynb"))
+    root = PACKAGE.parents[1]
+    if not candidates and (root / "solutions").is_dir():
+        candidates = sorted((root / "exercises").glob("*/*.ipynb"))
     ids = {_meta(c).get("grade_id") for c in notebook.cells} - {None}
-    best, best_overlap = None, 0
+    best, best_score = (None, ""), (0, False)
     for candidate in candidates:
-        if candidate.resolve() == path.resolve():
-            continue
         released = nbformat.read(candidate, as_version=4)
-        overlap = len(ids & {_meta(c).get("grade_id") for c in released.cells})
-        if overlap > best_overlap or (overlap == best_overlap and overlap and candidate.stem == path.stem):
-            best, best_overlap = (released, candidate.stem), overlap
-    return best if best else (None, "")
+        graded = {_meta(c)["grade_id"] for c in released.cells
+                  if _meta(c).get("grade_id") and (_meta(c).get("solution") or _meta(c).get("grade"))}
+        score = (len(ids & graded), candidate.stem == path.stem)
+        if score[0] and score > best_score:
+            best, best_score = (released, candidate.stem), score
+    return best
 
 
 def restore_tests(notebook: nbformat.NotebookNode, released: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, list[str]]:
@@ -124,7 +126,7 @@ def restore_tests(notebook: nbformat.NotebookNode, released: nbformat.NotebookNo
 
 def _kernel_manager(folder: Path):
     """A kernel of this very Python (the kit's venv), whatever kernels Jupyter knows elsewhere."""
-    from jupyter_client import KernelManager
+    from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec = folder / KERNEL_NAME
@@ -132,7 +134,7 @@ def _kernel_manager(folder: Path):
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "llmcourse check", "language": "python"}))
-    return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder)]))
+    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder)]))
 
 
 def run_fresh(nb: nbformat.NotebookNode, cwd: Path, cell_timeout: int, progress=None) -> tuple[nbformat.NotebookNode, dict[int, float]]:
@@ -147,8 +149,9 @@ def run_fresh(nb: nbformat.NotebookNode, cwd: Path, cell_timeout: int, progress=
     stopped = f"the cell ran longer than {cell_timeout} s and was stopped (an endless loop?)"
     env = {k: v for k, v in os.environ.items() if k != "LLMCOURSE_GRADING"}
     with tempfile.TemporaryDirectory(prefix="llmcourse-check-") as tmp:
+        km = _kernel_manager(Path(tmp))
         client = NotebookClient(
-            nb, km=_kernel_manager(Path(tmp)), timeout=cell_timeout, allow_errors=True, interrupt_on_timeout=True,
+            nb, km=km, timeout=cell_timeout, allow_errors=True, interrupt_on_timeout=True,
             error_on_timeout={"ename": "CellTimeoutError", "evalue": stopped, "traceback": [f"CellTimeoutError: {stopped}"]},
             resources={"metadata": {"path": str(cwd)}}, record_timing=False)
 
@@ -161,8 +164,14 @@ def run_fresh(nb: nbformat.NotebookNode, cwd: Path, cell_timeout: int, progress=
             seconds[cell_index] = time.monotonic() - started.get(cell_index, time.monotonic())
 
         client.on_cell_start = on_start
-        client.on_cell_complete = on_complete
-        client.execute(env=env)
+        client.on_cell_executed = on_complete
+        try:
+            client.execute(env=env)
+        finally:
+            if km.has_kernel:
+                from jupyter_core.utils import run_sync
+
+                run_sync(km.shutdown_kernel)(now=True)
     return nb, seconds
 
 
@@ -188,31 +197,30 @@ def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) 
         meta = _meta(cell)
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         label = _label(cell, index)
+        took = seconds.get(index, 0.0)
+        timed_out = any(e.ename == "CellTimeoutError" for e in errors) or (
+            any(e.ename == "KeyboardInterrupt" for e in errors) and took >= cell_timeout - 1)
+        error = (f"stopped after {cell_timeout} s, the grader's limit per cell" if timed_out else
+                 f"{errors[-1].ename}: {errors[-1].evalue}".splitlines()[0][:300] if errors else "")
         if meta.get("grade"):
             if _is_hidden_placeholder(cell):
                 report.hidden.append((meta["grade_id"], float(meta.get("points", 0))))
                 continue
-            message = f"{errors[-1].ename}: {errors[-1].evalue}".splitlines()[0][:300] if errors else ""
-            report.rows.append((meta["grade_id"], float(meta.get("points", 0)), not errors, message))
-        before = saved_by_id.get(meta.get("grade_id")) if meta.get("grade_id") else None
-        if before is None and meta.get("grade_id") is None:
-            before = _saved_twin(saved, cell)
-        fresh_failure = errors and before is not None and before.get("outputs") and not any(
+            report.rows.append((meta["grade_id"], float(meta.get("points", 0)), not errors, error))
+        before = saved_by_id.get(meta.get("grade_id")) if meta.get("grade_id") else _saved_twin(saved, cell)
+        ran_before = before is not None and before.get("outputs") and not any(
             o.get("output_type") == "error" for o in before.outputs)
-        if errors and not meta.get("grade") and not fresh_failure and errors[-1].ename != "CellTimeoutError":
-            why = str(errors[-1].evalue).splitlines()[0][:120] if errors[-1].evalue else ""
-            if errors[-1].ename == "NotImplementedError" and not why:
-                why = "it uses a function you have not written yet"
-            report.warnings.append(f"{label} raises {errors[-1].ename}: {why}")
-        if fresh_failure:
-            report.warnings.append(f"{label} fails on a fresh run ({errors[-1].ename}: "
-                                   f"{str(errors[-1].evalue).splitlines()[0][:120] if errors[-1].evalue else ''}) "
-                                   "although your saved notebook shows it ran: it depends on something you ran "
-                                   "by hand or in another order; the grader runs top to bottom.")
-        took = seconds.get(index, 0.0)
-        if any(e.ename == "CellTimeoutError" for e in errors):
+        if timed_out:
             report.warnings.append(f"{label} ran into the grader's limit of {cell_timeout} s per cell and was stopped: "
                                    "make it faster.")
+        elif errors and ran_before:
+            report.warnings.append(f"{label} fails on a fresh run ({error[:160]}) although your saved notebook shows "
+                                   "it ran: it depends on something you ran by hand or in another order; the grader "
+                                   "runs top to bottom.")
+        elif errors and not meta.get("grade"):
+            if errors[-1].ename == "NotImplementedError" and not errors[-1].evalue:
+                error += "it uses a function you have not written yet"
+            report.warnings.append(f"{label} raises {error[:200]}")
         elif took > SLOW_SHARE * cell_timeout:
             report.warnings.append(f"{label} took {took:.0f} s, close to the grader's limit of {cell_timeout} s per "
                                    "cell: on a busier machine it may be stopped.")
