@@ -231,6 +231,7 @@ def kit_env() -> dict[str, str]:
     """The environment of a student's shell: no PYTHONPATH into the repository, no grading folder."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LLMCOURSE_GRADING", "VIRTUAL_ENV")}
     env["PYTHONNOUSERSITE"] = "1"
+    env["PYTHONHASHSEED"] = "random"  # a student's machine: the recorded cases must not depend on the hash seed
     return env
 
 

@@ -316,7 +316,7 @@ runs it from top to bottom in a fresh kernel, as the grader will: what you ran b
 not count. It prints a ✓ or ✗ for each visible test, with its message, and warns about what would cost points:
 a cell that fails on a fresh run although it worked in your session, a test cell you edited or deleted (the
 grader puts the original back, and so does this check), a cell slower than the grader's time limit per cell,
-an output so long that it will be cut. It exit with status 0 when every visible test passes. It never changes
+an output so long that it will be cut. It exits with status 0 when every visible test passes. It never changes
 your notebook. Hidden tests, on inputs you have not seen, run only when your notebook is graded.
 
 Hand in the `.ipynb` file as your instructor asks.
