@@ -7,7 +7,8 @@ The kit is built once for this module into a temporary folder, then:
   files (the wheel unpacked, the book's pages, the notebooks);
 - a fresh venv installed from the kit alone runs every released notebook with `llmcourse check`: each visible
   test fails with the notebook's own message ("not written yet"), not with an import error; the solution
-  notebook's answers pasted into the released notebook pass every visible test there.
+  notebook's answers pasted into the released notebook pass every visible test there;
+- every planted mistake (tests/planted) gets the same message from the kit's checks as from the repository's.
 """
 from __future__ import annotations
 
@@ -286,6 +287,59 @@ def test_solutions_pasted_into_the_kit_pass(venv, kit, assignment, tmp_path):
     assert status == 0, table
     assert rows and all(row.startswith("✓") for row in rows), table
     assert len(rows) == len({grade_id for grade_id, _, _ in kitmod.visible_calls(released)}), table
+
+
+PLANTED_SCRIPT = r"""
+import contextlib, importlib, io, json, sys
+import nbformat, __main__
+repo, out = sys.argv[1], {}
+sys.path.insert(0, repo + "/tests")
+for a in sys.argv[3:]:
+    nb = nbformat.read(f"{repo}/solutions/{a}/{a}.ipynb", as_version=4)
+    visible = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
+               if c.metadata.get("nbgrader", {}).get("grade") and "BEGIN HIDDEN" not in c.source}
+    for name, planted in importlib.import_module(f"planted.p{a}").PLANTED.items():
+        ns = __main__.__dict__  # the notebook's namespace, as in its kernel
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and not meta.get("grade"):
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        exec(planted["source"] if meta.get("grade_id") == planted["cell"] else cell.source, ns)
+                except Exception:
+                    pass
+        for grade_id in planted["fails"]:
+            if grade_id in visible:
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        exec(visible[grade_id], ns)
+                    out[f"{a} {name} {grade_id}"] = "passed"
+                except Exception as err:
+                    out[f"{a} {name} {grade_id}"] = f"{type(err).__name__}: {err}"
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+"""
+
+
+def test_planted_mistakes_get_the_same_messages_in_the_kit(venv, tmp_path):
+    """The kit's checks diagnose each planted mistake (tests/planted) exactly as the repository's: the replayed
+    references cover the diagnoses, and where a diagnosis needs a reference on the student's own output, the
+    student's function of that name is used."""
+    script = tmp_path / "planted.py"
+    script.write_text(PLANTED_SCRIPT)
+    repo_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    runs = {"repo": subprocess.Popen([sys.executable, str(script), str(REPO), str(tmp_path / "repo.json"), *ASSIGNMENTS],
+                                     env=repo_env, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL),
+            "kit": subprocess.Popen([str(venv / "bin" / "python"), str(script), str(REPO), str(tmp_path / "kit.json"),
+                                     *ASSIGNMENTS], env=kit_env(), cwd=tmp_path, stderr=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL)}
+    for name, proc in runs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}: {err.decode()[-2000:]}"
+    repo = json.loads((tmp_path / "repo.json").read_text())
+    kit = json.loads((tmp_path / "kit.json").read_text())
+    assert len(repo) > 20 and all(m != "passed" for m in repo.values())
+    differ = {k: (repo[k], kit.get(k)) for k in repo if kit.get(k) != repo[k]}
+    assert not differ, "\n".join(f"{k}:\n  repo: {r[:200]}\n  kit:  {str(m)[:200]}" for k, (r, m) in differ.items())
 
 
 def test_report_timings():

@@ -38,6 +38,9 @@ from llmcourse.checks.core import clone
 from llmcourse.grading.course import REPO, assignments
 from llmcourse.grading.stubs import stub_modules
 
+# Helpers that checks call on inputs computed from the student's answer, kept whole in the kit (they are not
+# answers: answer_probability composes the graded key_activations and ablate_memories by name, which stay stubs).
+KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
 INSTRUCTOR_ONLY = {"pytest", "jupyter-book", "nbgrader", "jupytext"}  # pins the kit's requirements.txt leaves out
 KIT_GRADING = ("course.py", "check.py", "replay.py")  # the only modules of llmcourse.grading in the kit
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
@@ -118,7 +121,7 @@ def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, lis
         shutil.copyfile(path, released / f"{name}.ipynb")
 
     graded = {(c.reference.__module__, c.reference.__name__) for c in checks.REGISTRY.values()}
-    given = set().union(*(judge.given_names(nbformat.read(p, as_version=4)) for p in notebooks.values()))
+    given = set().union(*(judge.given_names(nbformat.read(p, as_version=4)) for p in notebooks.values())) | KIT_GIVEN
 
     def body(module: str, name: str, node: ast.FunctionDef) -> list[ast.stmt]:
         doc = node.body[:1] if node.body and isinstance(node.body[0], ast.Expr) and isinstance(
@@ -150,8 +153,32 @@ def record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[st
                 for args in check.cases(**params):
                     with replay.not_recorded():
                         got = check.reference(*clone(args))
-                    check.compare(args, check.output(got, check.name))
+                    plain = check.output(got, check.name)
+                    check.compare(args, plain)
+                    try:  # a wrong answer too, so that the diagnoses' own reference calls are recorded
+                        check.compare(args, check.output(wrong(plain), check.name))
+                    except Exception:  # CheckFailed, as intended, or a diagnosis that cannot read this answer
+                        pass
     return tables
+
+
+def wrong(plain):
+    """A wrong answer of the same shape as the plain output `plain`: numbers moved, words changed, order reversed."""
+    import numpy as np
+
+    if isinstance(plain, np.ndarray):
+        return ~plain if plain.dtype == bool else plain + 1.0
+    if isinstance(plain, bool):
+        return not plain
+    if isinstance(plain, (int, float)):
+        return plain + 1
+    if isinstance(plain, str):
+        return plain + "?"
+    if isinstance(plain, dict):
+        return {k: wrong(v) for k, v in plain.items()}
+    if isinstance(plain, (list, tuple)):
+        return type(plain)(wrong(v) for v in plain)
+    return plain
 
 
 # --- no answer in the book --------------------------------------------------------------------------------
