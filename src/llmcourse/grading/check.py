@@ -33,6 +33,8 @@ from llmcourse.grading.course import CELL_TIMEOUT, MAX_OUTPUT_CHARS
 PACKAGE = Path(__file__).resolve().parents[1]
 SLOW_SHARE = 0.8  # a cell that takes this share of the time limit gets a warning: another machine may be slower
 KERNEL_NAME = "llmcourse-check"
+DESCRIPTION = ("Run a notebook fresh, top to bottom, as the grader will, and report its visible tests and what would "
+               "cost points (before handing it in).")
 
 
 @dataclass
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="llmcourse check", description=__doc__.splitlines()[0].split(": ", 1)[-1])
+    parser = argparse.ArgumentParser(prog="llmcourse check", description=DESCRIPTION)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -41,7 +41,11 @@ from llmcourse.grading.stubs import stub_modules
 # Helpers that checks call on inputs computed from the student's answer, kept whole in the kit (they are not
 # answers: answer_probability composes the graded key_activations and ablate_memories by name, which stay stubs).
 KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
-INSTRUCTOR_ONLY = {"pytest", "jupyter-book", "nbgrader", "jupytext"}  # pins the kit's requirements.txt leaves out
+# The pins of the repository's requirements.txt that the kit's requirements.txt keeps: what the exercises and the
+# kit's package import (jupyterlab brings ipykernel, nbclient and nbformat, which `llmcourse check` uses). The
+# chapters' heavier tools (gensim, transformers, ...) and the instructor's (nbgrader, jupyter-book, pytest) stay out:
+# the book comes built, and its chapters' code cannot run on stubs anyway.
+KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab")
 KIT_GRADING = ("course.py", "check.py", "replay.py")  # the only modules of llmcourse.grading in the kit
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
 WHEEL_TAG = "py3-none-any"
@@ -291,15 +295,15 @@ def write_wheel(site: Path, out: Path) -> Path:
 
 
 def kit_requirements(root: Path, wheel: str) -> str:
-    """The repository's pins minus the instructor's tools and the editable install, then the kit's wheel."""
+    """The repository's pins of KIT_PACKAGES (versions stay in one place), then the kit's wheel."""
     keep = []
     for line in (root / "requirements.txt").read_text(encoding="utf-8").splitlines():
         spec = line.strip()
-        if not spec or spec.startswith("#") or spec.startswith("-e"):
-            continue
-        if re.split(r"[=<>!~\[ ]", spec, maxsplit=1)[0].lower() in INSTRUCTOR_ONLY:
-            continue
-        keep.append(spec)
+        if spec and not spec.startswith(("#", "-")) and re.split(r"[=<>!~\[ ]", spec, maxsplit=1)[0].lower() in KIT_PACKAGES:
+            keep.append(spec)
+    missing = set(KIT_PACKAGES) - {re.split(r"[=<>!~\[ ]", k, maxsplit=1)[0].lower() for k in keep}
+    if missing:
+        raise SystemExit(f"requirements.txt pins no {', '.join(sorted(missing))}, which the kit needs.")
     return ("# What the exercises need, pinned as in the course's repository (built by `llmcourse kit`).\n"
             "# Install from this folder: python3 -m venv .venv && .venv/bin/pip install -r requirements.txt\n"
             + "\n".join(keep) + f"\n./{wheel}\n")
