@@ -103,3 +103,15 @@ def test_bad_paths_are_explained(tmp_path, bad, capsys):
         path.write_text("hello")
     assert cli.main(["check", str(path)]) == 2
     assert str(path) in capsys.readouterr().err
+
+
+def test_a_notebook_that_kills_its_kernel(tmp_path):
+    nb = solved()
+    nb.cells.insert(index_of(nb, "test_merge"), nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    path = tmp_path / "mine.ipynb"
+    nbformat.write(nb, path)
+    report = check.check_notebook(path)
+    assert report.status == 1
+    assert report.rows[0][:3] == ("test_count_pairs", 1.0, True)
+    assert all(not ok and "did not run" in message for _, _, ok, message in report.rows[1:]), report.table()
+    assert "the run stopped early (DeadKernelError" in "\n".join(report.warnings)

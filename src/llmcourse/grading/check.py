@@ -139,9 +139,11 @@ def _kernel_manager(folder: Path):
     return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder)]))
 
 
-def run_fresh(nb: nbformat.NotebookNode, cwd: Path, cell_timeout: int, progress=None) -> tuple[nbformat.NotebookNode, dict[int, float]]:
+def run_fresh(nb: nbformat.NotebookNode, cwd: Path, cell_timeout: int,
+              progress=None) -> tuple[nbformat.NotebookNode, dict[int, float], str]:
     """Execute `nb` (a copy) top to bottom in a new kernel started in `cwd`; errors do not stop the run, a cell
-    that reaches the time limit is interrupted. Returns the executed copy and the seconds of each code cell."""
+    that reaches the time limit is interrupted. Returns the executed copy, the seconds of each code cell that ran,
+    and why the run stopped early ('' if it did not)."""
     from nbclient import NotebookClient
 
     nb = copy.deepcopy(nb)
@@ -167,14 +169,17 @@ def run_fresh(nb: nbformat.NotebookNode, cwd: Path, cell_timeout: int, progress=
 
         client.on_cell_start = on_start
         client.on_cell_executed = on_complete
+        stopped = ""
         try:
             client.execute(env=env)
+        except Exception as err:  # the kernel died (os._exit, out of memory) or could not start
+            stopped = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:200]
         finally:
             if km.has_kernel:
                 from jupyter_core.utils import run_sync
 
                 run_sync(km.shutdown_kernel)(now=True)
-    return nb, seconds
+    return nb, seconds, stopped
 
 
 def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) -> Report:
@@ -190,7 +195,10 @@ def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) 
     else:
         to_run, notes = restore_tests(saved, released)
         report.warnings += notes
-    executed, seconds = run_fresh(to_run, path.resolve().parent, cell_timeout, progress)
+    executed, seconds, stopped = run_fresh(to_run, path.resolve().parent, cell_timeout, progress)
+    if stopped:
+        report.warnings.append(f"the run stopped early ({stopped}): the kernel died or could not start, and the "
+                               "cells after that point did not run; when graded, their tests score 0.")
 
     saved_by_id = {_meta(c).get("grade_id"): c for c in saved.cells if _meta(c).get("grade_id")}
     for index, cell in enumerate(executed.cells):
@@ -204,6 +212,11 @@ def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) 
             any(e.ename == "KeyboardInterrupt" for e in errors) and took >= cell_timeout - 1)
         error = (f"stopped after {cell_timeout} s, the grader's limit per cell" if timed_out else
                  f"{errors[-1].ename}: {errors[-1].evalue}".splitlines()[0][:300] if errors else "")
+        if stopped and index not in seconds:
+            errors, error = [None], "did not run: the kernel had stopped before this cell"
+            if meta.get("grade") and not _is_hidden_placeholder(cell):
+                report.rows.append((meta["grade_id"], float(meta.get("points", 0)), False, error))
+            continue
         if meta.get("grade"):
             if _is_hidden_placeholder(cell):
                 report.hidden.append((meta["grade_id"], float(meta.get("points", 0))))
