@@ -366,3 +366,15 @@ def test_report_timings():
     """Not a check: prints how long the kit's steps took (pytest -s shows it)."""
     for step, seconds in TIMINGS.items():
         print(f"{step}: {seconds:.1f} s")
+
+
+def test_kit_explains_what_is_missing(tmp_path):
+    with pytest.raises(SystemExit, match="run `make book` first"):
+        kitmod.build_kit(tmp_path / "kit", root=REPO, book=tmp_path / "no-book", log=lambda *_: None)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "index.html").write_text("<html></html>")
+    with pytest.raises(SystemExit, match="not a kit built before"):
+        kitmod.build_kit(tmp_path / "mine", root=REPO, book=tmp_path / "book", log=lambda *_: None)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
