@@ -150,6 +150,17 @@ def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, lis
 def record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[str, dict[str, list[dict]]]:
     """Run each visible check call of the released notebooks with the reference in the student's place, recording
     every call the check makes of a stubbed function."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the cases' tensors are small: one thread is fastest (as the notebooks set it)
+    try:
+        return _record(notebooks, stubbed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[str, dict[str, list[dict]]]:
     with replay.recording(stubbed) as tables:
         for assignment, path in notebooks.items():
             for grade_id, name, params in visible_calls(nbformat.read(path, as_version=4)):
