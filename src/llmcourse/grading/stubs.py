@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from llmcourse import checks
 from llmcourse.grading import judge
@@ -20,15 +21,32 @@ def build_stubbed_package(target: Path, source_nb, cells) -> None:
     given = judge.given_names(source_nb)
     graded = {(checks.REGISTRY[name].reference.__module__, checks.REGISTRY[name].reference.__name__)
               for cell in cells for name, _ in cell.calls}
-    for module in {m for m, _ in graded}:
+    stub_modules(target, graded, given)
+
+
+def stub_modules(target: Path, graded: set[tuple[str, str]], given: set[tuple[str, str]],
+                 body: Callable[[str, str, ast.FunctionDef], list[ast.stmt]] | None = None,
+                 preamble: str = "") -> dict[str, list[str]]:
+    """Stub, in the copy of llmcourse under `target`, the public functions of every module that holds a graded
+    (module, name): all of them except the `given` helpers and what they call; graded ones always. `body(module,
+    name, node)` gives a stub's statements (default: raise NotImplementedError); `preamble` is code put after a
+    stubbed module's `from __future__` imports. Returns {module: [stubbed names]}."""
+    stubbed: dict[str, list[str]] = {}
+    for module in sorted({m for m, _ in graded}):
         path = target / Path(*module.split(".")).with_suffix(".py")
         tree = ast.parse(path.read_text(encoding="utf-8"))
         functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
         keep = _called_from({name for m, name in given if m == module}, functions)
         for name, node in functions.items():
             if not name.startswith("_") and (name not in keep or (module, name) in graded):
-                node.body = ast.parse(f"raise NotImplementedError({STUB_MESSAGE!r})").body
+                node.body = body(module, name, node) if body else ast.parse(f"raise NotImplementedError({STUB_MESSAGE!r})").body
+                stubbed.setdefault(module, []).append(name)
+        if preamble and module in stubbed:
+            at = next((i for i, n in enumerate(tree.body) if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")
+                       and not (i == 0 and isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))), len(tree.body))
+            tree.body[at:at] = ast.parse(preamble).body
         path.write_text(ast.unparse(tree), encoding="utf-8")
+    return stubbed
 
 
 def _called_from(roots: set[str], functions: dict[str, ast.FunctionDef]) -> set[str]:

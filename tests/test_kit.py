@@ -1,0 +1,380 @@
+"""The student kit (`llmcourse kit OUT`): everything students need, and no answer.
+
+The kit is built once for this module into a temporary folder, then:
+- its layout: released notebooks, a wheel, the book, requirements.txt, a README; nothing of the instructor's
+  (no solutions/, tests/, src/, .git, no grading machinery but `llmcourse check`);
+- no line of a solution block or of a hidden test, and no body of a function the kit stubs, in any of its
+  files (the wheel unpacked, the book's pages, the notebooks);
+- a fresh venv installed from the kit alone runs every released notebook with `llmcourse check`: each visible
+  test fails with the notebook's own message ("not written yet"), not with an import error; the solution
+  notebook's answers pasted into the released notebook pass every visible test there;
+- every planted mistake (tests/planted) gets the same message from the kit's checks as from the repository's.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import REPO
+from llmcourse import checks, grading
+from llmcourse.grading import kit as kitmod
+
+ASSIGNMENTS = grading.assignments(REPO)
+TIMINGS: dict[str, float] = {}
+
+# Lines of solution blocks that the kit's own files may hold, because they are not answers but the shared
+# vocabulary of the checks (which must be in the kit: the notebooks import them), each with the only kit files
+# (path suffixes) where it may appear. Any other solution line anywhere in the kit fails the test.
+SHARED_LINES = {
+    "return counts": ("llmcourse/checks/tokens.py",),
+    'ids = list(chunk.encode("utf-8"))': ("llmcourse/checks/tokens.py",),
+    "counts[pair] = counts.get(pair, 0) + n": ("llmcourse/checks/tokens.py",),
+    "index = {w: i for i, w in enumerate(words)}": ("llmcourse/checks/vectors.py",),
+    "return [words[i] for i in scores.topk(topn).indices.tolist()]": ("llmcourse/checks/vectors.py",),
+    "gen = torch.Generator().manual_seed(seed)": ("llmcourse/checks/attention.py", "llmcourse/checks/ffn.py",
+                                                  "llmcourse/checks/tokens.py", "llmcourse/checks/vectors.py",
+                                                  "llmcourse/ffn.py", "llmcourse/ioi.py"),  # seeding
+    "if mask is not None:": ("llmcourse/checks/attention.py", "llmcourse/attention.py", "book/03_attention.html"),
+    'scores = scores.masked_fill(~mask, float("-inf"))': ("llmcourse/checks/attention.py",),
+    "batch, seq, d_model = x.shape": ("llmcourse/checks/attention.py", "llmcourse/attention.py", "book/03_attention.html"),
+    "batch, n_heads, seq, d_head = x.shape": ("llmcourse/checks/attention.py",),
+    # MultiHeadAttention.forward, a class the book explains and the kit keeps (as the grading kernel does):
+    "out, weights = scaled_dot_product_attention(q, k, v, mask)": ("llmcourse/attention.py", "book/03_attention.html"),
+}
+
+
+def built_book() -> Path:
+    """The book's HTML; built here (execution is cached) if `make book` has not been run."""
+    book = REPO / "_build" / "html"
+    if not (book / "index.html").exists():
+        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--builder", "html", "-W", "-n", "--keep-going"]
+        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, "the book does not build:\n" + (result.stdout + result.stderr)[-4000:]
+    return book
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("kit") / "kit"
+    book = built_book()
+    started = time.time()
+    kitmod.build_kit(out, root=REPO, book=book, log=lambda *_: None)
+    TIMINGS["kit build"] = time.time() - started
+    return out
+
+
+@pytest.fixture(scope="module")
+def kit_texts(kit) -> dict[str, str]:
+    """Every file of the kit as text, keyed by its path in the kit (wheel members as WHEEL!member): HTML as its
+    visible text, notebooks as their cells' sources and outputs."""
+    texts = {}
+    for path in sorted(kit.rglob("*")):
+        rel = path.relative_to(kit).as_posix()
+        if path.suffix == ".whl":
+            with zipfile.ZipFile(path) as z:
+                for name in z.namelist():
+                    data = z.read(name)
+                    if b"\0" not in data:  # text; the replay tables (.pt) are zip archives of tensors
+                        texts[f"{rel}!{name}"] = data.decode("utf-8", errors="replace")
+        elif path.is_file() and b"\0" not in (data := path.read_bytes()):
+            texts[rel] = data.decode("utf-8", errors="replace")
+    for key, text in list(texts.items()):
+        if key.endswith(".html"):
+            texts[key] = html.unescape(re.sub(r"<[^>]+>", "", text))
+        elif key.endswith(".ipynb"):
+            nb = nbformat.reads(text, as_version=4)
+            texts[key] = "\n".join([c.source for c in nb.cells] + [
+                o.get("text", "") + json.dumps(o.get("data", {})) for c in nb.cells for o in c.get("outputs", [])])
+    return texts
+
+
+def paste_solutions(released: nbformat.NotebookNode, solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The released notebook with each answer cell's source taken from the solution notebook (same grade_id):
+    what a student who solved everything hands in."""
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
+               if c.metadata.get("nbgrader", {}).get("solution")}
+    nb = nbformat.from_dict(json.loads(json.dumps(released)))
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            cell.source = answers[meta["grade_id"]]
+    return nb
+
+
+def solution_blocks() -> tuple[list[list[str]], list[str]]:
+    """(the solution and hidden-test blocks of every source notebook as lists of stripped lines, the hidden lines)."""
+    blocks, hidden = [], []
+    for assignment in ASSIGNMENTS:
+        nb = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+        for cell in nb.cells:
+            for kind, block in re.findall(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END", cell.source, re.S):
+                lines = [line.strip() for line in block.splitlines() if line.strip()]
+                blocks.append(lines)
+                if kind == "HIDDEN TESTS":
+                    hidden += lines
+    return blocks, hidden
+
+
+# --- what is in the kit --------------------------------------------------------------------------------------
+
+def test_kit_layout(kit):
+    assert (kit / "README.md").is_file() and (kit / "requirements.txt").is_file()
+    assert (kit / "book" / "index.html").is_file()
+    wheels = list(kit.glob("*.whl"))
+    assert len(wheels) == 1
+    for assignment in ASSIGNMENTS:
+        ours = kit / "exercises" / assignment / f"{assignment}.ipynb"
+        assert ours.read_bytes() == (REPO / "exercises" / assignment / f"{assignment}.ipynb").read_bytes()
+    names = [p.relative_to(kit).parts for p in kit.rglob("*")]
+    for forbidden in ("solutions", "tests", "src", ".git", ".nbgrader", ".cache", "data"):
+        assert not [n for n in names if forbidden in n], f"the kit holds a {forbidden}/ folder"
+    # every notebook anywhere in the kit (the book's _sources included) is a released notebook
+    released = {(REPO / "exercises" / a / f"{a}.ipynb").read_bytes() for a in ASSIGNMENTS}
+    for path in kit.rglob("*.ipynb"):
+        assert path.read_bytes() in released, f"{path.relative_to(kit)} is not a released notebook"
+    requirements = (kit / "requirements.txt").read_text()
+    pins = set((REPO / "requirements.txt").read_text().splitlines())
+    kept = [line for line in requirements.splitlines() if line and not line.startswith(("#", "./"))]
+    assert sorted(p.split("==")[0] for p in kept) == sorted(kitmod.KIT_PACKAGES) and set(kept) <= pins, kept
+    assert f"./{wheels[0].name}" in requirements.splitlines()
+    readme = (kit / "README.md").read_text()
+    assert ".venv/bin/pip install -r requirements.txt" in readme and ".venv/bin/jupyter lab exercises" in readme
+    assert "llmcourse check" in readme
+
+
+def test_wheel_holds_no_instructor_machinery(kit):
+    with zipfile.ZipFile(next(kit.glob("*.whl"))) as z:
+        members = z.namelist()
+    grading_files = sorted(m.split("/")[-1] for m in members if m.startswith("llmcourse/grading/"))
+    assert grading_files == sorted(["__init__.py", *kitmod.KIT_GRADING])
+    assert "llmcourse/cli.py" not in members
+    assert not [m for m in members if "solution" in m.lower() or m.startswith("tests/")]
+    assert {f"llmcourse/_released/{a}.ipynb" for a in ASSIGNMENTS} <= set(members)
+    assert "llmcourse/_replay/index.json" in members
+    entry = next(m for m in members if m.endswith("entry_points.txt"))
+    with zipfile.ZipFile(next(kit.glob("*.whl"))) as z:
+        assert "llmcourse = llmcourse.grading.check:main" in z.read(entry).decode()
+
+
+def test_kit_package_imports_only_what_requirements_install(kit_texts):
+    """Module-level imports of the wheel's modules: the standard library, llmcourse, the kept pins, and what
+    jupyterlab installs (for `llmcourse check`). Imports inside functions (data loaders of the chapters) may need
+    more; no exercise calls them."""
+    import ast
+
+    allowed = set(sys.stdlib_module_names) | {"llmcourse", *kitmod.KIT_PACKAGES, "nbformat", "nbclient",
+                                              "jupyter_client", "jupyter_core", "ipykernel"}
+    seen = set()
+    for key, text in kit_texts.items():
+        if ".whl!" in key and key.endswith(".py"):
+            for node in ast.parse(text).body:
+                if isinstance(node, ast.Import):
+                    seen |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    seen.add(node.module.split(".")[0])
+    assert {"torch", "numpy", "tqdm"} <= seen and seen <= allowed, seen - allowed
+
+
+def test_no_solution_or_hidden_test_line_in_the_kit(kit_texts):
+    blocks, hidden = solution_blocks()
+    assert blocks and hidden
+    leaks = []
+    for lines in blocks:
+        for line in lines:
+            if len(line) <= 12 or line.startswith("#"):
+                continue
+            for key, text in kit_texts.items():
+                if line in text and not key.endswith(SHARED_LINES.get(line, ())):
+                    leaks.append(f"{line!r} in {key}")
+        # a block as a whole, even of short lines
+        for key, text in kit_texts.items():
+            if len(lines) > 1 and kitmod.contains_block(kitmod.normalise(text), kitmod.normalise("\n".join(lines))):
+                leaks.append(f"a whole block starting {lines[0]!r} in {key}")
+    for line in hidden:
+        if line.startswith("check_"):
+            leaks += [f"hidden test {line!r} in {key}" for key, text in kit_texts.items() if line in text]
+    assert not leaks, "the kit holds answers:\n" + "\n".join(sorted(set(leaks))[:40])
+
+
+def test_no_reference_body_in_the_kit(kit_texts):
+    graded = {(c.reference.__module__, c.reference.__name__) for c in checks.REGISTRY.values()}
+    stubbed: dict[str, list[str]] = {}
+    for module, name in graded:
+        stubbed.setdefault(module, []).append(name)
+    bodies = kitmod.reference_bodies(stubbed)
+    assert len(bodies) == len(checks.REGISTRY)
+    leaks = [f"{name} in {key}" for name, body in bodies.items() for key, text in kit_texts.items()
+             if kitmod.contains_block(kitmod.normalise(text), body)]
+    assert not leaks, "reference bodies in the kit:\n" + "\n".join(leaks)
+
+
+# --- the kit installed alone, in a fresh venv ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def venv(kit, tmp_path_factory) -> Path:
+    """A fresh venv with the kit's wheel installed from the kit alone: `pip install --no-deps --no-index WHEEL`.
+
+    The pinned third-party packages (torch, jupyterlab, ...) are the same ones the kit's requirements.txt names;
+    instead of downloading them again (about 2 GB), a .pth file in the new venv's site-packages appends the
+    course venv's site-packages to sys.path. That path comes after the new venv's own site-packages, and .pth
+    files inside a path added this way are not processed, so the course venv's editable `llmcourse` (a .pth
+    pointing at src/) is not importable: `llmcourse` can only come from the wheel, which the test checks.
+    """
+    import site
+    import sysconfig
+
+    started = time.time()
+    target = tmp_path_factory.mktemp("venv") / "venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(target)], check=True)
+    python = target / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    shared = sysconfig.get_paths()["purelib"] if sys.prefix != sys.base_prefix else site.getsitepackages()[0]
+    Path(own, "course-packages.pth").write_text(shared + "\n")
+    result = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                             str(next(kit.glob("*.whl")))], capture_output=True, text=True, env=kit_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    TIMINGS["fresh venv + install"] = time.time() - started
+    return target
+
+
+def kit_env() -> dict[str, str]:
+    """The environment of a student's shell: no PYTHONPATH into the repository, no grading folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LLMCOURSE_GRADING", "VIRTUAL_ENV")}
+    env["PYTHONNOUSERSITE"] = "1"
+    env["PYTHONHASHSEED"] = "random"  # a student's machine: the recorded cases must not depend on the hash seed
+    return env
+
+
+def test_fresh_venv_imports_the_kit(venv, kit):
+    code = ("import llmcourse, sys; from llmcourse import tokens; from llmcourse.checks import check_merge\n"
+            "print(llmcourse.__file__)\n"
+            "try:\n    tokens.merge([1, 2], (1, 2), 256)\nexcept NotImplementedError as e:\n    print('STUB', e)\n"
+            "try:\n    check_merge(tokens.merge)\nexcept AssertionError as e:\n    print('REFUSED', e)\n"
+            "def merge(ids, pair, new_id):\n    return tokens.merge(ids, pair, new_id)\n"
+            "try:\n    check_merge(merge)\nexcept AssertionError as e:\n    print('WRAPPED', e)\n")
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=kit,
+                            env=kit_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.splitlines()[0].startswith(str(venv)), f"llmcourse was not imported from the fresh venv: {out}"
+    assert "STUB `merge` is yours to write in exercise 01_tokens" in out
+    assert "REFUSED `merge` calls llmcourse's own reference implementation" in out
+    assert "WRAPPED `merge` calls llmcourse's own reference implementation" in out
+
+
+def run_check(venv: Path, notebook: Path) -> tuple[int, str]:
+    result = subprocess.run([str(venv / "bin" / "llmcourse"), "check", str(notebook)], capture_output=True,
+                            text=True, cwd=notebook.parent, env=kit_env(), timeout=600)
+    return result.returncode, result.stdout
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_released_notebook_fails_with_its_own_messages(venv, kit, assignment):
+    started = time.time()
+    status, table = run_check(venv, kit / "exercises" / assignment / f"{assignment}.ipynb")
+    TIMINGS[f"check released {assignment}"] = time.time() - started
+    rows = [line for line in table.splitlines() if line.startswith(("✓", "✗"))]
+    assert status == 1 and rows, table
+    for row in rows:
+        assert row.startswith("✗") and "is not written yet: replace `raise NotImplementedError()`" in row, table
+    assert "Error: No module named" not in table and "ImportError" not in table, table
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solutions_pasted_into_the_kit_pass(venv, kit, assignment, tmp_path):
+    released = nbformat.read(kit / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+    solution = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    path = kit / "exercises" / assignment / "solved-by-test.ipynb"
+    nbformat.write(paste_solutions(released, solution), path)
+    started = time.time()
+    try:
+        status, table = run_check(venv, path)
+    finally:
+        path.unlink()
+    TIMINGS[f"check solved {assignment}"] = time.time() - started
+    rows = [line for line in table.splitlines() if line.startswith(("✓", "✗"))]
+    assert status == 0, table
+    assert rows and all(row.startswith("✓") for row in rows), table
+    assert len(rows) == len({grade_id for grade_id, _, _ in kitmod.visible_calls(released)}), table
+
+
+PLANTED_SCRIPT = r"""
+import contextlib, importlib, io, json, sys
+import nbformat, __main__
+repo, out = sys.argv[1], {}
+sys.path.insert(0, repo + "/tests")
+for a in sys.argv[3:]:
+    nb = nbformat.read(f"{repo}/solutions/{a}/{a}.ipynb", as_version=4)
+    visible = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
+               if c.metadata.get("nbgrader", {}).get("grade") and "BEGIN HIDDEN" not in c.source}
+    for name, planted in importlib.import_module(f"planted.p{a}").PLANTED.items():
+        ns = __main__.__dict__  # the notebook's namespace, as in its kernel
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and not meta.get("grade"):
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        exec(planted["source"] if meta.get("grade_id") == planted["cell"] else cell.source, ns)
+                except Exception:
+                    pass
+        for grade_id in planted["fails"]:
+            if grade_id in visible:
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        exec(visible[grade_id], ns)
+                    out[f"{a} {name} {grade_id}"] = "passed"
+                except Exception as err:
+                    out[f"{a} {name} {grade_id}"] = f"{type(err).__name__}: {err}"
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+"""
+
+
+def test_planted_mistakes_get_the_same_messages_in_the_kit(venv, tmp_path):
+    """The kit's checks diagnose each planted mistake (tests/planted) exactly as the repository's: the replayed
+    references cover the diagnoses, and where a diagnosis needs a reference on the student's own output, the
+    student's function of that name is used."""
+    script = tmp_path / "planted.py"
+    script.write_text(PLANTED_SCRIPT)
+    repo_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    runs = {"repo": subprocess.Popen([sys.executable, str(script), str(REPO), str(tmp_path / "repo.json"), *ASSIGNMENTS],
+                                     env=repo_env, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL),
+            "kit": subprocess.Popen([str(venv / "bin" / "python"), str(script), str(REPO), str(tmp_path / "kit.json"),
+                                     *ASSIGNMENTS], env=kit_env(), cwd=tmp_path, stderr=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL)}
+    for name, proc in runs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}: {err.decode()[-2000:]}"
+    repo = json.loads((tmp_path / "repo.json").read_text())
+    kit = json.loads((tmp_path / "kit.json").read_text())
+    assert len(repo) > 20 and all(m != "passed" for m in repo.values())
+    differ = {k: (repo[k], kit.get(k)) for k in repo if kit.get(k) != repo[k]}
+    assert not differ, "\n".join(f"{k}:\n  repo: {r[:200]}\n  kit:  {str(m)[:200]}" for k, (r, m) in differ.items())
+
+
+def test_report_timings():
+    """Not a check: prints how long the kit's steps took (pytest -s shows it)."""
+    for step, seconds in TIMINGS.items():
+        print(f"{step}: {seconds:.1f} s")
+
+
+def test_kit_explains_what_is_missing(tmp_path):
+    with pytest.raises(SystemExit, match="run `make book` first"):
+        kitmod.build_kit(tmp_path / "kit", root=REPO, book=tmp_path / "no-book", log=lambda *_: None)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "index.html").write_text("<html></html>")
+    with pytest.raises(SystemExit, match="not a kit built before"):
+        kitmod.build_kit(tmp_path / "mine", root=REPO, book=tmp_path / "book", log=lambda *_: None)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
