@@ -334,7 +334,7 @@ class TrainConfig:
     sample_at: tuple = (0, 200, 1000, 2000)
     sample_chars: int = 300
     seed: int = 1337
-    threads: int = 2
+    threads: int = 1                # one thread: on 2 shared cores, two threads stall each other badly
 
 
 def learning_rate(it: int, cfg: TrainConfig) -> float:
