@@ -407,23 +407,24 @@ def fit(model: gpt.TinyGPT, chars: CharData, cfg: TrainConfig, progress: bool = 
     losses, evals, samples, seconds = [], [], {}, 0.0
     bar = tqdm(range(cfg.iters + 1), desc="training", disable=not progress, mininterval=1.0)
     for it in bar:
-        if it % cfg.eval_interval == 0 or it == cfg.iters:
+        if it % cfg.eval_interval == 0 or it == cfg.iters:       # both splits, same batches
             model.eval()
-            evals.append((it, estimate_loss(model, chars.train, cfg, 1), estimate_loss(model, chars.val, cfg, 2)))
-            bar.set_postfix(train=f"{evals[-1][1]:.3f}", val=f"{evals[-1][2]:.3f}")
-        if it in cfg.sample_at:
-            samples[it] = chars.decode(sample(model, chars.encode("\n"), cfg.sample_chars, seed=it, block=cfg.block))
+            train_loss = estimate_loss(model, chars.train, cfg, seed=1)
+            evals.append((it, train_loss, estimate_loss(model, chars.val, cfg, seed=2)))
+        if it in cfg.sample_at:                                  # what it writes now
+            ids = sample(model, chars.encode("\n"), cfg.sample_chars, it, cfg.block)
+            samples[it] = chars.decode(ids)
         if it == cfg.iters:
             break
         model.train()
         start = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = learning_rate(it, cfg)
-        x, y = get_batch(chars.train, cfg.block, cfg.batch, gen)         # (batch, block) each
-        logits = model(x)                                                 # (batch, block, V)
+        x, y = get_batch(chars.train, cfg.block, cfg.batch, gen)  # (batch, block) each
+        logits = model(x)                                          # (batch, block, V)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()                                            # backpropagation
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         seconds += time.perf_counter() - start
