@@ -112,12 +112,12 @@ def main() -> None:
     chars = train.char_data(train.shakespeare_plays())
     rows = {}
     if args.device == "cpu":
-        config = {k: v for k, v in asdict(cfg).items()}
+        config = asdict(cfg)
         if args.cached:
             config = {k: v for k, v in asdict(replace(cfg, sample_at=train.TrainConfig().sample_at)).items()}
-            ours = data.cached(train.train_shakespeare, code=train.code_version(), **config)
+            ours = data.cached(train.train_shakespeare, code=train.code_version(), progress=False, **config)
         else:
-            ours = train.train_shakespeare(**config)
+            ours = train.train_shakespeare(progress=False, **config)
         rows["ours (llmcourse.train)"] = {"ms_per_iter": ours["ms_per_iter"], "val": ours["evals"][-1][2]}
     rows["peer (SDPA, fused AdamW)"] = train_peer(chars, cfg, args.device)
     tokens = cfg.batch * cfg.block
