@@ -1,0 +1,106 @@
+"""Choosing the next token, and the loop that writes text one token at a time, with and without a KV cache.
+
+From logits (vocab,) to a distribution: divide by a temperature, keep the k most likely tokens (top-k) or the
+smallest set whose probability reaches p (top-p, nucleus sampling; Holtzman et al. 2020), renormalise, then
+draw with a seeded `torch.Generator`. Temperature 0 means greedy: always the most likely token.
+
+The loop feeds each new token back in. Without a cache it runs the whole sequence again at every step; with
+one it runs only the new token and reads the earlier tokens' keys and values from memory. Both give the same
+tokens. For our TinyGPT the cache is ours (`gpt.step`); for SmolLM2 it is transformers' `DynamicCache`.
+
+Explained in chapter 05_gpt.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from llmcourse import gpt
+
+
+def distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None) -> torch.Tensor:
+    """logits (vocab,) -> probabilities (vocab,): softmax(logits / T), then top-k, then top-p, renormalised.
+
+    Top-p keeps the most likely tokens up to and including the one at which their sum first reaches p.
+    Temperature 0 puts all the probability on the most likely token.
+    """
+    logits = logits.double()
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(), logits.shape[-1]).double()
+    probs = torch.softmax(logits / temperature, -1)
+    if top_k is not None:
+        kth = torch.topk(probs, top_k).values[-1]
+        probs = torch.where(probs >= kth, probs, 0.0)
+    if top_p is not None:
+        sorted_p, order = torch.sort(probs, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p                    # mass of the more likely tokens
+        keep = torch.zeros_like(probs, dtype=torch.bool)
+        keep[order] = before < top_p
+        probs = torch.where(keep, probs, 0.0)
+    return probs / probs.sum()
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+           generator: torch.Generator | None = None) -> int:
+    """One token id drawn from `distribution(...)` with `torch.multinomial` and the given generator."""
+    probs = distribution(logits, temperature, top_k, top_p)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+# --- the loop, for a TinyGPT given as `gpt.weights(model)` --------------------------------------------------
+
+def greedy_cached(model: dict, prompt: list[int], n_new: int) -> list[int]:
+    """The n_new tokens a TinyGPT writes after `prompt`, always taking the most likely one, with a KV cache."""
+    return generate(model, prompt, n_new, temperature=0, cache=True)
+
+
+def generate(model: dict, prompt: list[int], n_new: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, generator: torch.Generator | None = None, cache: bool = True) -> list[int]:
+    """n_new tokens after `prompt` from a TinyGPT given as `gpt.weights(model)`.
+
+    With `cache`, the prompt runs once and each later step runs one token at position len(tokens) - 1,
+    reading every earlier key and value from the cache; without it, each step runs the whole sequence.
+    """
+    tokens = list(prompt)
+    logits, kv = gpt.step(model, torch.tensor(tokens))                    # (len(prompt), vocab)
+    for i in range(n_new):
+        tokens.append(sample(logits[-1], temperature, top_k, top_p, generator))
+        if i == n_new - 1:
+            break
+        if cache:
+            logits, new = gpt.step(model, torch.tensor(tokens[-1:]), len(tokens) - 1, kv)
+            kv = gpt.append_cache(kv, new)
+        else:
+            logits, _ = gpt.step(model, torch.tensor(tokens))
+    return tokens[len(prompt):]
+
+
+# --- the loop, for a transformers model (SmolLM2) ------------------------------------------------------------
+
+@torch.no_grad()
+def generate_hf(model, prompt: torch.Tensor, n_new: int, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None, cache: bool = True,
+                show: int = 0) -> dict:
+    """n_new tokens after `prompt` (1, n) from a transformers causal LM, one token at a time.
+
+    Returns {"tokens": [ids], "top": per step the `show` most likely (id, probability) before sampling,
+    "seconds": time spent in the loop}. With `cache`, each step after the first feeds only the new token
+    and transformers' `DynamicCache` holds the keys and values of the earlier ones.
+    """
+    from transformers import DynamicCache
+
+    ids, past, out, top = prompt, (DynamicCache() if cache else None), [], []
+    start = time.perf_counter()
+    for _ in range(n_new):
+        result = model(input_ids=ids, cache=past, use_cache=cache)
+        logits = result.logits[0, -1].float()                           # (vocab,)
+        if show:
+            p = torch.softmax(logits, -1).topk(show)
+            top.append([(int(i), float(q)) for q, i in zip(p.values, p.indices)])
+        out.append(sample(logits, temperature, top_k, top_p, generator))
+        new = torch.tensor([[out[-1]]])
+        ids = new if cache else torch.cat([ids, new], 1)
+        past = result.cache if cache else None
+    return {"tokens": out, "top": top, "seconds": time.perf_counter() - start}
