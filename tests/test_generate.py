@@ -29,7 +29,8 @@ def test_seeded_sampling_repeats():
 
 def test_tiny_cached_equals_uncached():
     model = gpt.tiny_model(0)
-    assert generate.greedy_cached(model, [1, 2, 3], 12) == generate.generate(model, [1, 2, 3], 12, 0, cache=False)
+    assert generate.greedy_cached(model, [1, 2, 3], 12)[0] == generate.generate(model, [1, 2, 3], 12, 0, cache=False)
+    assert generate.greedy_cached(model, [1, 2, 3], 12)[1][1][0].shape == (2, 15, 8)
     seeded = lambda cache: generate.generate(model, [4, 5], 12, 1.5, top_p=0.95, cache=cache,  # noqa: E731
                                              generator=torch.Generator().manual_seed(0))
     assert seeded(True) == seeded(False)

@@ -21,7 +21,7 @@ from llmcourse import gpt
 
 def distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None) -> torch.Tensor:
-    """logits (vocab,) -> probabilities (vocab,): softmax(logits / T), then top-k, then top-p, renormalised.
+    """logits (vocab,) -> probabilities (vocab,): softmax(logits / T), then top-k, then top-p, each renormalised.
 
     Top-p keeps the most likely tokens up to and including the one at which their sum first reaches p.
     Temperature 0 puts all the probability on the most likely token.
@@ -33,6 +33,7 @@ def distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int | No
     if top_k is not None:
         kth = torch.topk(probs, top_k).values[-1]
         probs = torch.where(probs >= kth, probs, 0.0)
+        probs = probs / probs.sum()
     if top_p is not None:
         sorted_p, order = torch.sort(probs, descending=True)
         before = sorted_p.cumsum(-1) - sorted_p                    # mass of the more likely tokens
@@ -51,9 +52,19 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
 
 # --- the loop, for a TinyGPT given as `gpt.weights(model)` --------------------------------------------------
 
-def greedy_cached(model: dict, prompt: list[int], n_new: int) -> list[int]:
-    """The n_new tokens a TinyGPT writes after `prompt`, always taking the most likely one, with a KV cache."""
-    return generate(model, prompt, n_new, temperature=0, cache=True)
+def greedy_cached(model: dict, prompt: list[int], n_new: int):
+    """Greedy generation with a KV cache from a TinyGPT given as `gpt.weights(model)`.
+
+    Returns the n_new tokens and the final cache: per layer (keys, values), each (n_heads, len(prompt) + n_new,
+    d_head), the keys and values of every token, the generated ones included.
+    """
+    tokens = list(prompt)
+    logits, cache = gpt.step(model, torch.tensor(tokens))                 # (len(prompt), vocab)
+    for _ in range(n_new):
+        tokens.append(int(logits[-1].argmax()))
+        logits, new = gpt.step(model, torch.tensor(tokens[-1:]), len(tokens) - 1, cache)
+        cache = gpt.append_cache(cache, new)
+    return tokens[len(prompt):], cache
 
 
 def generate(model: dict, prompt: list[int], n_new: int, temperature: float = 1.0, top_k: int | None = None,

@@ -263,18 +263,22 @@ def n_layers_of(model: dict) -> int:
 
 @torch.no_grad()
 def step(model: dict, tokens: torch.Tensor, start: int = 0,
-         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None, strict: bool = True):
     """Run a TinyGPT (as `weights(model)`) on new tokens, reading earlier tokens' keys and values from a cache.
 
     tokens: (n,) ids at positions start, ..., start + n - 1. cache: one (keys, values) per layer, each
     (n_heads, start, d_head), for the tokens before `start` (None when start = 0).
     Returns logits (n, vocab) and, per layer, the (keys, values) of the n new tokens only, (n_heads, n, d_head):
-    appending them to the cache is the caller's job. Explained in chapter 05_gpt.
+    appending them to the cache is the caller's job. With `strict`, a cache that does not hold exactly the
+    `start` earlier positions is refused with a message. Explained in chapter 05_gpt.
     """
+    if strict:
+        _check_cache(start, cache)
     n, H = tokens.shape[0], model["n_heads"]
     x = model["tok.weight"][tokens] + model["pos.weight"][start:start + n]   # (n, d_model)
     d = x.shape[1]
-    visible = torch.arange(start + n)[None, :] <= torch.arange(start, start + n)[:, None]  # (n, start + n)
+    past = 0 if cache is None else cache[0][0].shape[1]
+    visible = torch.arange(past + n)[None, :] <= torch.arange(start, start + n)[:, None]   # (n, past + n)
     new = []
     for layer in range(n_layers_of(model)):
         p = lambda name: model[f"blocks.{layer}.{name}"]  # noqa: E731
@@ -293,6 +297,23 @@ def step(model: dict, tokens: torch.Tensor, start: int = 0,
     return x @ model["head.weight"].T + model["head.bias"], new
 
 
+def _check_cache(start: int, cache) -> None:
+    """`step`'s cache must hold the keys and values of exactly the `start` tokens before the new ones."""
+    held = 0 if cache is None else cache[0][0].shape[1]
+    if held == start:
+        return
+    if cache is not None and start == 0:
+        raise ValueError(f"step: start = 0 with a cache of {held} positions: the positions are not offset. The "
+                         f"new token comes after the {held} cached ones, so pass start = {held} (its position in "
+                         "the whole sequence, len(tokens) - 1).")
+    if held < start:
+        raise ValueError(f"step: the cache holds {held} positions but the new token is at position {start}: the "
+                         "cache is not appended to. After each step, append the keys and values it returns "
+                         "(torch.cat along axis 1), so that the cache holds every earlier token.")
+    raise ValueError(f"step: start = {start} but the cache already holds {held} positions: the new token's "
+                     f"position is the number of tokens before it ({held}).")
+
+
 def append_cache(cache, new):
     """The cache extended by the new tokens' keys and values (along the position axis)."""
     if cache is None:
@@ -304,9 +325,10 @@ def tiny_model(seed: int = 0, vocab_size: int = 40, seq_len: int = 32, n_layers:
                d_model: int = 16) -> dict:
     """A small random TinyGPT as `weights`: what the exercise generates from (seeded, untrained, larger weights
     than at initialisation so that its greedy choices are clear-cut)."""
-    torch.manual_seed(seed)
-    model = TinyGPT(vocab_size, seq_len, n_layers, n_heads, d_model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)
-    return weights(model)
+    with torch.random.fork_rng():                     # leaves the caller's random state alone
+        torch.manual_seed(seed)
+        model = TinyGPT(vocab_size, seq_len, n_layers, n_heads, d_model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(3.0)
+        return weights(model)
