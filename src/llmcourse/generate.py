@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from llmcourse import gpt
@@ -102,9 +103,10 @@ def generate_hf(model, prompt: torch.Tensor, n_new: int, temperature: float = 1.
     """
     from transformers import DynamicCache
 
-    ids, past, out, top = prompt, (DynamicCache() if cache else None), [], []
+    ids, past, out, top, times = prompt, (DynamicCache() if cache else None), [], [], []
     start = time.perf_counter()
     for _ in range(n_new):
+        times.append(time.perf_counter())
         result = model(input_ids=ids, cache=past, use_cache=cache)
         logits = result.logits[0, -1].float()                           # (vocab,)
         if show:
@@ -114,4 +116,26 @@ def generate_hf(model, prompt: torch.Tensor, n_new: int, temperature: float = 1.
         new = torch.tensor([[out[-1]]])
         ids = new if cache else torch.cat([ids, new], 1)
         past = result.cache if cache else None
-    return {"tokens": out, "top": top, "seconds": time.perf_counter() - start}
+    end = time.perf_counter()
+    return {"tokens": out, "top": top, "seconds": end - start, "step_seconds": [float(s) for s in np.diff(times + [end])]}
+
+
+def kv_cache_benchmark(prompt: str, n_new: int = 200, threads: int = 2) -> dict:
+    """SmolLM2 writes n_new greedy tokens after `prompt` with and without its KV cache, in one run.
+
+    Returns both runs (tokens, seconds, seconds per step) and whether the tokens are equal. A ratio of the
+    two times is what to report: the absolute times depend on the machine. Explained in chapter 05_gpt.
+    """
+    from llmcourse import data
+
+    model, tokenizer = data.smollm2()
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runs = {name: generate_hf(model, ids, n_new, temperature=0, cache=cache)
+                for name, cache in [("cached", True), ("uncached", False)]}
+    finally:
+        torch.set_num_threads(before)
+    runs["same tokens"] = runs["cached"]["tokens"] == runs["uncached"]["tokens"]
+    return runs
