@@ -139,3 +139,17 @@ def kv_cache_benchmark(prompt: str, n_new: int = 200, threads: int = 2) -> dict:
         torch.set_num_threads(before)
     runs["same tokens"] = runs["cached"]["tokens"] == runs["uncached"]["tokens"]
     return runs
+
+
+def continuations(prompt: str, settings: list[dict], n_new: int, seed: int = 0, show: int = 0) -> list[dict]:
+    """SmolLM2's n_new tokens after `prompt` under each sampling setting (keyword arguments of `generate_hf`),
+    each drawn with a generator seeded with `seed`: [{"tokens", "text", "top"}], for `data.cached`."""
+    from llmcourse import data
+
+    model, tokenizer = data.smollm2()
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    runs = []
+    for setting in settings:
+        run = generate_hf(model, ids, n_new, generator=torch.Generator().manual_seed(seed), show=show, **setting)
+        runs.append({"tokens": run["tokens"], "text": tokenizer.decode(run["tokens"]), "top": run["top"]})
+    return runs

@@ -120,3 +120,11 @@ def first_top1(table: list[list[tuple[int, float]]], token: int) -> int | None:
         if all(t == token for t in tops[i:]):
             return i + 1
     return None
+
+
+def smollm2_lens(prompts: list[str], k: int = 3) -> dict[str, list[list[tuple[int, float]]]]:
+    """`lens_table` of SmolLM2 for each prompt, for `data.cached`."""
+    from llmcourse import data
+
+    model, tokenizer = data.smollm2()
+    return {p: lens_table(model, encode(tokenizer, p), k) for p in prompts}

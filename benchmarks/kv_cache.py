@@ -1,0 +1,39 @@
+"""SmolLM2-135M writing greedy tokens with and without its KV cache, in one run (llmcourse.generate).
+
+Prints tokens/s of each loop, their ratio, and whether both wrote the same tokens. Report the ratio: the
+absolute rates depend on the machine and on what else runs on it. Not part of the tests.
+
+    .venv/bin/python benchmarks/kv_cache.py              # runs both loops now (about a minute on 2 cores)
+    .venv/bin/python benchmarks/kv_cache.py --cached     # reuses the run cached by the book's chapter 05
+"""
+from __future__ import annotations
+
+import argparse
+
+from llmcourse import data, generate
+
+PROMPT = "How do I get started with machine learning?\n"   # chapter 05_gpt's prompt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cached", action="store_true", help="reuse the chapter's cached run (same settings)")
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    settings = dict(prompt=PROMPT, n_new=args.tokens)
+    if args.threads != 2:
+        settings["threads"] = args.threads
+    run = data.cached(generate.kv_cache_benchmark, **settings) if args.cached else \
+        generate.kv_cache_benchmark(**settings)
+    rates = {name: args.tokens / run[name]["seconds"] for name in ("cached", "uncached")}
+    print(f"| {'loop':9} | {'seconds':>7} | {'tokens/s':>8} | {'ratio':>5} |")
+    print("|" + "|".join("-" * (w + 2) for w in (9, 7, 8, 5)) + "|")
+    for name in ("uncached", "cached"):
+        print(f"| {name:9} | {run[name]['seconds']:7.1f} | {rates[name]:8.1f} | "
+              f"{rates[name] / rates['uncached']:5.1f} |")
+    print(f"same {args.tokens} tokens: {run['same tokens']}")
+
+
+if __name__ == "__main__":
+    main()
