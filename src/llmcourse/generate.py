@@ -98,15 +98,16 @@ def generate_hf(model, prompt: torch.Tensor, n_new: int, temperature: float = 1.
     """n_new tokens after `prompt` (1, n) from a transformers causal LM, one token at a time.
 
     Returns {"tokens": [ids], "top": per step the `show` most likely (id, probability) before sampling,
-    "seconds": time spent in the loop}. With `cache`, each step after the first feeds only the new token
+    "seconds" and "cpu_seconds": wall-clock and processor time of the loop, and both per step}. Processor time
+    counts only this process's work, so it is not inflated when other jobs share the machine. With `cache`, each step after the first feeds only the new token
     and transformers' `DynamicCache` holds the keys and values of the earlier ones.
     """
     from transformers import DynamicCache
 
-    ids, past, out, top, times = prompt, (DynamicCache() if cache else None), [], [], []
-    start = time.perf_counter()
+    ids, past, out, top, times, cpu = prompt, (DynamicCache() if cache else None), [], [], [], []
     for _ in range(n_new):
         times.append(time.perf_counter())
+        cpu.append(time.process_time())
         result = model(input_ids=ids, cache=past, use_cache=cache)
         logits = result.logits[0, -1].float()                           # (vocab,)
         if show:
@@ -116,15 +117,18 @@ def generate_hf(model, prompt: torch.Tensor, n_new: int, temperature: float = 1.
         new = torch.tensor([[out[-1]]])
         ids = new if cache else torch.cat([ids, new], 1)
         past = result.cache if cache else None
-    end = time.perf_counter()
-    return {"tokens": out, "top": top, "seconds": end - start, "step_seconds": [float(s) for s in np.diff(times + [end])]}
+    times.append(time.perf_counter())
+    cpu.append(time.process_time())
+    return {"tokens": out, "top": top, "seconds": times[-1] - times[0], "cpu_seconds": cpu[-1] - cpu[0],
+            "step_seconds": np.diff(times).tolist(), "step_cpu_seconds": np.diff(cpu).tolist()}
 
 
 def kv_cache_benchmark(prompt: str, n_new: int = 200, threads: int = 2) -> dict:
     """SmolLM2 writes n_new greedy tokens after `prompt` with and without its KV cache, in one run.
 
-    Returns both runs (tokens, seconds, seconds per step) and whether the tokens are equal. A ratio of the
-    two times is what to report: the absolute times depend on the machine. Explained in chapter 05_gpt.
+    Returns both runs (tokens, wall-clock and processor seconds, in all and per step) and whether the tokens
+    are equal. A ratio of the two times is what to report: the absolute times depend on the machine.
+    Explained in chapter 05_gpt.
     """
     from llmcourse import data
 
