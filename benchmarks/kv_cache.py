@@ -4,7 +4,7 @@ Prints tokens per wall-clock and per processor second of each loop, their ratios
 stretched by other jobs on a shared machine), and whether both wrote the same tokens. Report the ratio: the
 absolute rates depend on the machine and on what else runs on it. Not part of the tests.
 
-    .venv/bin/python benchmarks/kv_cache.py              # runs both loops now (about a minute on 2 cores)
+    .venv/bin/python benchmarks/kv_cache.py              # runs both loops now (minutes on 2 cores)
     .venv/bin/python benchmarks/kv_cache.py --cached     # reuses the run cached by the book's chapter 05
 """
 from __future__ import annotations
