@@ -102,3 +102,27 @@ def test_generation_mistakes_are_named():
                                                               [(k[:, :-1], v[:, :-1]) for k, v in generate(m, pr, n)[1]]))
     with pytest.raises(AssertionError, match=r"\(tokens, cache\)"):
         checks.check_generate_greedy_cached(lambda m, pr, n: generate(m, pr, n)[0])
+
+
+def test_generation_cases_have_no_near_ties():
+    """Every greedy step of every visible and hidden case wins by a clear margin, so two correct float32
+    computations (other thread counts, other summation orders) cannot pick different tokens."""
+    import nbformat
+
+    from conftest import REPO
+    from llmcourse import gpt
+    from llmcourse.checks.gpt import _generate_cases
+    from llmcourse.grading import judge
+
+    nb = nbformat.read(REPO / "solutions" / "05_gpt" / "05_gpt.ipynb", as_version=4)
+    calls = [params for cell in judge.test_cells(nb) for name, params in cell.calls
+             if name == "check_generate_greedy_cached"]
+    assert len(calls) == 2, calls
+    for params in calls:
+        for model, prompt, n_new in _generate_cases(**params):
+            tokens = list(prompt)
+            for _ in range(n_new):
+                logits = gpt.step(model, torch.tensor(tokens))[0][-1]
+                top = logits.topk(2).values
+                assert top[0] - top[1] > 0.05, (params, prompt)
+                tokens.append(int(logits.argmax()))
