@@ -4,7 +4,10 @@ Written like nanoGPT, with our own `MultiHeadAttention`: token and position embe
 attention and a feed-forward layer (MLP), a final LayerNorm and a linear map to the vocabulary. The chapters'
 toy models (03_attention's indirect objects, 04_ffn_memory's capitals) are this model trained on different text.
 
-Explained in chapters 03_attention (attention blocks) and 04_ffn_memory (the feed-forward layer).
+Chapter 05_gpt adds the model as numbers (configurations of GPT-1/2/3 and SmolLM2, exact parameter counts, FLOPs
+per token, KV-cache memory), one block written from its weights, and a forward pass that reads a KV cache.
+
+Explained in chapters 03_attention (attention blocks), 04_ffn_memory (the feed-forward layer) and 05_gpt.
 """
 from __future__ import annotations
 
