@@ -89,3 +89,42 @@ def contributions(model: nn.Module, tokens: torch.Tensor, target: int) -> tuple[
     reads = torch.stack([layer.weight.T @ direction for layer in layers])     # (n_layers, d_ff): value . direction
     return acts * reads / rms, acts
 
+
+
+@torch.no_grad()
+def layer_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The logit lens at the last position: every block's residual through the final norm and the unembedding,
+    (n_layers, vocab). For SmolLM2 (transformers) or our TinyGPT. Explained in chapter 05_gpt."""
+    from llmcourse import gpt
+
+    if isinstance(model, gpt.TinyGPT):
+        x, hs = model.embed(tokens), []
+        for block in model.blocks:
+            x = block(x)
+            hs.append(x[0, -1])
+        return model.head(model.ln(torch.stack(hs)))
+    return model.lm_head(model.model.norm(torch.stack(residuals(model, tokens)))).float()
+
+
+def lens_table(model: nn.Module, tokens: torch.Tensor, k: int = 3) -> list[list[tuple[int, float]]]:
+    """For each block, the k tokens the logit lens ranks first at the last position, as (id, probability)."""
+    probs = torch.softmax(layer_logits(model, tokens).float(), -1)
+    top = probs.topk(k)
+    return [[(int(i), float(p)) for p, i in zip(ps, ids)] for ps, ids in zip(top.values, top.indices)]
+
+
+def first_top1(table: list[list[tuple[int, float]]], token: int) -> int | None:
+    """The first block (counting from 1) after which `token` is the lens's top-1 and stays so to the end."""
+    tops = [row[0][0] for row in table]
+    for i in range(len(tops)):
+        if all(t == token for t in tops[i:]):
+            return i + 1
+    return None
+
+
+def smollm2_lens(prompts: list[str], k: int = 3) -> dict[str, list[list[tuple[int, float]]]]:
+    """`lens_table` of SmolLM2 for each prompt, for `data.cached`."""
+    from llmcourse import data
+
+    model, tokenizer = data.smollm2()
+    return {p: lens_table(model, encode(tokenizer, p), k) for p in prompts}

@@ -17,5 +17,7 @@ from llmcourse.checks.attention import (check_causal_mask, check_find_name_mover
                                         check_multi_head_attention, check_scaled_dot_product_attention, check_split_heads)
 from llmcourse.checks.ffn import (check_ablate_memories, check_ffn, check_find_fact_memories,  # noqa: F401
                                   check_key_activations, check_promoted_tokens, check_weighted_values)
+from llmcourse.checks.gpt import (check_block_forward, check_count_params, check_generate_greedy_cached,  # noqa: F401
+                                  check_next_token_distribution, check_sample)
 from llmcourse.checks.train import (check_adam_step, check_cross_entropy, check_linear_softmax_backward,  # noqa: F401
                                     check_sgd_step, check_train_bigram)

@@ -153,7 +153,9 @@ def call(fn: Callable, name: str, reference: Callable, args: tuple) -> Any:
 def clone(args: tuple) -> tuple:
     """Fresh copies, so a function that modifies its inputs cannot change the next case."""
     return tuple(a.clone() if isinstance(a, torch.Tensor) else
-                 [*a] if isinstance(a, list) else a for a in args)
+                 [*a] if isinstance(a, list) else
+                 {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.items()} if isinstance(a, dict)
+                 else a for a in args)
 
 
 def uses_reference(fn: Callable, reference: Callable) -> bool:
@@ -196,6 +198,8 @@ def short_args(args: tuple) -> str:
     def show(a: Any) -> str:
         if isinstance(a, (torch.Tensor, np.ndarray)):
             return f"<{type(a).__name__} of shape {tuple(a.shape)}>"
+        if isinstance(a, dict) and any(isinstance(v, torch.Tensor) for v in a.values()):
+            return f"<dict of {len(a)} weights>"
         text = repr(a)
         return text if len(text) <= 40 else text[:37] + "..."
     return "(" + ", ".join(show(a) for a in args) + ")"
