@@ -37,7 +37,8 @@ TIMINGS: dict[str, float] = {}
 # (path suffixes) where it may appear. Any other solution line anywhere in the kit fails the test.
 # Idioms of any training loop or seeded check: never an answer on their own (a whole copied block still is).
 GENERIC_LINES = {"loss.backward()", "model.zero_grad()", "optimizer.zero_grad()", "with torch.no_grad():",
-                 "losses.append(loss.item())", "gen = torch.Generator().manual_seed(seed)"}
+                 "losses.append(loss.item())", "gen = torch.Generator().manual_seed(seed)",
+                 "for _ in range(steps):"}
 
 SHARED_LINES = {
     "return counts": ("llmcourse/checks/tokens.py",),
