@@ -148,8 +148,8 @@ def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, lis
 
 
 def record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[str, dict[str, list[dict]]]:
-    """Run each visible check call of the released notebooks with the reference in the student's place, recording
-    every call the check makes of a stubbed function."""
+    """Run each visible check call of the released notebooks with the instructor's answer in the student's place,
+    recording every call the check makes of a stubbed function."""
     import torch
 
     threads = torch.get_num_threads()
@@ -160,14 +160,29 @@ def record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[st
         torch.set_num_threads(threads)
 
 
+def solution_functions(assignment: str, root: Path = REPO) -> dict:
+    """The instructor's answers, as the student's notebook would define them: the set-up and solution cells
+    of the source notebook run in one namespace. They, not the references, play the student while recording,
+    since an exercise's function may take other arguments than the reference (a seed, not a generator)."""
+    source = next((root / "solutions" / assignment).glob("*.ipynb"))
+    namespace: dict = {}
+    for cell in nbformat.read(source, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
+            exec(compile(cell.source, f"{assignment}:{meta.get('grade_id')}", "exec"), namespace)
+    return namespace
+
+
 def _record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[str, dict[str, list[dict]]]:
+    answers = {assignment: solution_functions(assignment) for assignment in notebooks}
     with replay.recording(stubbed) as tables:
         for assignment, path in notebooks.items():
             for grade_id, name, params in visible_calls(nbformat.read(path, as_version=4)):
                 check = checks.REGISTRY[name]
+                answer = answers[assignment].get(check.name, check.reference)
                 for args in check.cases(**params):
                     with replay.not_recorded():
-                        got = check.reference(*clone(args))
+                        got = answer(*clone(args))
                     plain = check.output(got, check.name)
                     check.compare(args, plain)
                     try:  # a wrong answer too, so that the diagnoses' own reference calls are recorded
