@@ -68,7 +68,7 @@ def test_functional_equals_module_without_bias():
     assert torch.allclose(out, out2, atol=1e-6) and torch.allclose(weights, weights2)
 
 
-def test_counts_of_the_seeds_models():
+def test_counts_of_the_sources_models():
     assert attention.count_heads(12, 12) == 144            # GPT-2 small
     assert attention.count_heads(96, 96) == 9_216          # GPT-3 175B
     assert 768 // 12 == 64 and math.sqrt(64) == 8

@@ -6,7 +6,7 @@ values weighted by the activations, plus b2. A value read through the unembeddin
 promotes. Zeroing chosen activations (ablation) removes what those memories write.
 
 Shapes: x (..., d_model), W1 (d_model, d_ff), b1 (d_ff,), W2 (d_ff, d_model), b2 (d_model,), unembedding
-(vocab, d_model): the seed's orientation, x times a matrix. `torch.nn.Linear` stores its weight transposed,
+(vocab, d_model): the worked example's orientation, x times a matrix. `torch.nn.Linear` stores its weight transposed,
 (out_features, in_features); `linear_weights` converts. Explained in chapter 04_ffn_memory.
 """
 from __future__ import annotations
