@@ -1,0 +1,108 @@
+"""Every run-dependent number in a chapter's prose comes from the run.
+
+A number that a reader could check against the executed output, a measured accuracy, a probability, a logit
+difference, is glued into the prose (`{glue:text}`) so it cannot drift from what the code printed. This test
+reads each chapter's Markdown outside code cells, maths and code spans (a `{glue:text}` role is a code span)
+and fails on a number with a decimal point or a percent sign that is not glued, unless it is a constant from
+the literature or the sources, listed in `ALLOWED` with where it comes from.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+# (chapter, the number as the prose writes it) -> where it comes from. A number that the chapter computes does
+# not belong here: glue it.
+LE = "the long explainer (Lee & Trott, 2023)"
+ALLOWED: dict[tuple[str, str], str] = {
+    # 01_tokens
+    ("01_tokens", "0.92"): "the worked example: its illustrative cos_sim(学习, 训练)",
+    ("01_tokens", "0.12"): "the worked example: its illustrative cos_sim(学习, 苹果)",
+    # 02_word2vec
+    ("02_word2vec", "38.9"): f"{LE}: Washington DC's latitude",
+    ("02_word2vec", "40.7"): f"{LE}: New York's latitude",
+    ("02_word2vec", "51.5"): f"{LE}: London's latitude",
+    ("02_word2vec", "0.1"): f"{LE}: London's longitude",
+    ("02_word2vec", "48.9"): f"{LE}: Paris's latitude",
+    ("02_word2vec", "2.4"): f"{LE}: Paris's longitude",
+    ("02_word2vec", "0.025"): "word2vec's starting learning rate (Mikolov et al., 2013, and its C code)",
+    ("02_word2vec", "50.0%"): "Mikolov et al. 2013a, Table 4: semantic accuracy, 300-d skip-gram on 783M words",
+    ("02_word2vec", "55.9%"): "Mikolov et al. 2013a, Table 4: syntactic accuracy, 300-d skip-gram on 783M words",
+    ("02_word2vec", "65.6%"): "Mikolov et al. 2013a, Table 6: total accuracy, 1000-d skip-gram on 6B words",
+    ("02_word2vec", "71.7%"): "Pennington et al. 2014, Table 2: 300-d GloVe on 6B words, total",
+    ("02_word2vec", "90%"): "Gonen & Goldberg 2019: clustering accuracy of neutralised vectors (over 90%)",
+    # 03_attention
+    ("03_attention", "0.10"): "the worked example: 如何's weight on 如何 and on 学习",
+    ("03_attention", "0.60"): "the worked example: 如何's weight on 进行 (its 'score')",
+    ("03_attention", "0.20"): "the worked example: 如何's weight on 机器",
+    ("03_attention", "3.55"): "Wang et al. 2022: GPT-2 small's mean IO-S logit difference",
+    **{("03_attention", h): "Wang et al. 2022, their Figure 2: a head of GPT-2 small's IOI circuit (layer.head)"
+       for h in ["9.9", "9.6", "10.0", "7.3", "7.9", "8.6", "8.10", "0.1", "0.10", "3.0", "5.5", "6.9", "2.2",
+                 "4.11", "10.7", "11.10"]},
+    # 04_ffn_memory
+    ("04_ffn_memory", "1.2"): f"{LE}: 'about 1.2 billion' weights in one GPT-3 FFN",
+    # 05_gpt, 06_training: sizes and rates from the papers they cite
+}
+
+_FENCE = re.compile(r"^(```+|~~~+).*?^\1[ \t]*$", re.S | re.M)          # code cells, ```text blocks, directives
+_DISPLAY_MATH = re.compile(r"\$\$.*?\$\$", re.S)
+_INLINE_MATH = re.compile(r"(?<![\\$])\$[^$\n]+\$")
+_CODE_SPAN = re.compile(r"(`+)[^`]*?\1")
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
+_NOT_A_NUMBER = re.compile(r"arXiv:\S+|https?://\S+|\b[Vv]ersion \S+|\d+(?:\.\d+){2,}")   # ids, links, versions
+NUMBER = re.compile(r"(?<![\w.])(?:\d[\d,]*(?:\.\d+)?\s?%|\d[\d,]*\.\d+)")
+
+
+def chapters() -> list[str]:
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    return [entry["file"] for entry in toc["chapters"] if entry["file"].startswith("book/")]
+
+
+def prose(markdown: str) -> str:
+    """The Markdown a reader reads as text: no front matter, code, maths or code spans."""
+    for pattern in (_FRONT_MATTER, _FENCE, _DISPLAY_MATH, _CODE_SPAN, _INLINE_MATH, _NOT_A_NUMBER):
+        markdown = pattern.sub(" ", markdown)
+    return markdown
+
+
+def typed_numbers(markdown: str) -> list[str]:
+    """The numbers with a decimal point or a percent sign that the prose writes out by hand."""
+    return [m.group().replace(" ", "") for m in NUMBER.finditer(prose(markdown))]
+
+
+def test_the_detector_finds_typed_numbers_and_ignores_glued_code_and_maths():
+    text = """---
+kernelspec: {name: python3}
+---
+Accuracy falls from 99.7% to 47.4 %, p = 0.07 and +4.17, but {glue:text}`acc:.1%` is glued.
+
+```{code-cell} ipython3
+print(f"{0.5:.1%}")
+```
+
+$$\\sigma = 0.036$$ and $x = 1.5$, `lr=3e-3, 0.025`; head 10 of 12, 2,000 steps, 50% (arXiv:2211.00593).
+"""
+    assert typed_numbers(text) == ["99.7%", "47.4%", "0.07", "4.17", "50%"]
+
+
+@pytest.mark.parametrize("chapter", chapters(), ids=lambda c: Path(c).name)
+def test_every_number_in_the_prose_is_glued_or_cited(chapter):
+    name = Path(chapter).name
+    found = typed_numbers((REPO / f"{chapter}.md").read_text(encoding="utf-8"))
+    unglued = sorted({n for n in found if (name, n) not in ALLOWED})
+    assert not unglued, (f"{chapter}.md types these numbers by hand: {unglued}. Glue them from the run "
+                         f"(myst_nb.glue and {{glue:text}}), or, for a constant from a paper or a source, add it "
+                         f"to ALLOWED in tests/test_prose.py with its citation.")
+
+
+def test_every_allowed_number_is_cited_and_still_used():
+    texts = {Path(c).name: (REPO / f"{c}.md").read_text(encoding="utf-8") for c in chapters()}
+    for (name, number), citation in ALLOWED.items():
+        assert citation.strip(), f"{name}: {number} has no citation"
+        if name in texts:
+            assert number in typed_numbers(texts[name]), f"{name}: {number} is allowed but no longer in the prose"
