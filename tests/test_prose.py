@@ -20,9 +20,6 @@ from conftest import REPO
 # not belong here: glue it.
 LE = "the long explainer (Lee & Trott, 2023)"
 ALLOWED: dict[tuple[str, str], str] = {
-    # 01_tokens
-    ("01_tokens", "0.92"): "the worked example: its illustrative cos_sim(学习, 训练)",
-    ("01_tokens", "0.12"): "the worked example: its illustrative cos_sim(学习, 苹果)",
     # 02_word2vec
     ("02_word2vec", "38.9"): f"{LE}: Washington DC's latitude",
     ("02_word2vec", "40.7"): f"{LE}: New York's latitude",
