@@ -43,7 +43,20 @@ ALLOWED: dict[tuple[str, str], str] = {
                  "4.11", "10.7", "11.10"]},
     # 04_ffn_memory
     ("04_ffn_memory", "1.2"): f"{LE}: 'about 1.2 billion' weights in one GPT-3 FFN",
-    # 05_gpt, 06_training: sizes and rates from the papers they cite
+    # 05_gpt
+    ("05_gpt", "0.7"): "the worked example: its sampling temperature",
+    ("05_gpt", "0.60"): "the worked example: 如何's attention weight on 进行",
+    ("05_gpt", "15.2%"): "the worked example: its next-word table, 机器",
+    ("05_gpt", "12.8%"): "the worked example: its next-word table, 进行",
+    ("05_gpt", "11.5%"): "the worked example: its next-word table, 首先",
+    ("05_gpt", "0.5"): "the worked example: its cost table's '0.5 s on an A100'",
+    ("05_gpt", "175.0"): "Brown et al. 2020, Table 2.1: GPT-3's size in billions",
+    # 06_training
+    ("06_training", "0.1"): "nanoGPT's weight decay (Karpathy, 2022), the configuration the chapter copies",
+    ("06_training", "4.85"): "benchmarks/train_char.py: the recorded nanoGPT run (millions of characters)",
+    ("06_training", "1.889"): "benchmarks/train_char.py: the recorded nanoGPT run's validation loss",
+    ("06_training", "174.6"): "Brown et al. 2020, Appendix D: GPT-3's parameters in its compute table",
+    ("06_training", "3.14"): "Brown et al. 2020, Appendix D: GPT-3's training compute, 3.14e23 FLOPs",
 }
 
 _FENCE = re.compile(r"^(```+|~~~+).*?^\1[ \t]*$", re.S | re.M)          # code cells, ```text blocks, directives
@@ -51,7 +64,8 @@ _DISPLAY_MATH = re.compile(r"\$\$.*?\$\$", re.S)
 _INLINE_MATH = re.compile(r"(?<![\\$])\$[^$\n]+\$")
 _CODE_SPAN = re.compile(r"(`+)[^`]*?\1")
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
-_NOT_A_NUMBER = re.compile(r"arXiv:\S+|https?://\S+|\b[Vv]ersion \S+|\d+(?:\.\d+){2,}")   # ids, links, versions
+_NOT_A_NUMBER = re.compile(r"arXiv:\S+|https?://\S+|\b[Vv]ersion \S+|\b(?:Table|Figure|Section) \d[\d.]*\d"
+                           r"|\d+(?:\.\d+){2,}")          # ids, links, versions, a paper's table numbers
 NUMBER = re.compile(r"(?<![\w.])(?:\d[\d,]*(?:\.\d+)?\s?%|\d[\d,]*\.\d+)")
 
 
