@@ -21,7 +21,7 @@ import yaml
 from conftest import REPO
 from llmcourse import checks
 
-FIGURES = {"01_tokens": 4, "02_word2vec": 4, "03_attention": 7, "04_ffn_memory": 7, "05_gpt": 7,
+FIGURES = {"01_tokens": 4, "02_word2vec": 5, "03_attention": 8, "04_ffn_memory": 7, "05_gpt": 7,
            "06_training": 4}  # executed matplotlib figures each chapter must show
 
 

@@ -53,3 +53,19 @@ def test_probes_lens_and_contributions_agree_with_the_model():
     rms = last.pow(2).mean().add(model.model.norm.variance_epsilon).sqrt()
     read = (mlp_out * model.model.norm.weight * model.lm_head.weight[warsaw]).sum() / rms
     assert torch.allclose(direct[29].sum(), read, atol=1e-3)
+
+
+def test_hidden_states_and_attention_weights_of_smollm2():
+    model, tokenizer = data.smollm2()
+    tokens = probes.encode(tokenizer, "On Monday, John wants his bank to cash the")
+    states = probes.hidden_states(model, tokens)
+    n_layers, d_model = model.config.num_hidden_layers, model.config.hidden_size
+    assert states.shape == (n_layers + 1, tokens.shape[1], d_model)
+    torch.testing.assert_close(states[0], model.model.embed_tokens(tokens)[0])      # row 0: the embedding
+    torch.testing.assert_close(states[5, -1], probes.residuals(model, tokens)[4])  # row l: after block l
+    before = model.config._attn_implementation
+    weights = probes.attention_weights(model, tokens)
+    assert model.config._attn_implementation == before, "attention_weights must put the implementation back"
+    assert weights.shape == (n_layers, model.config.num_attention_heads, tokens.shape[1], tokens.shape[1])
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    assert torch.triu(weights, diagonal=1).abs().max() == 0                           # causal

@@ -128,3 +128,32 @@ def smollm2_lens(prompts: list[str], k: int = 3) -> dict[str, list[list[tuple[in
 
     model, tokenizer = data.smollm2()
     return {p: lens_table(model, encode(tokenizer, p), k) for p in prompts}
+
+
+# --- contextual vectors and attention patterns (chapters 02_word2vec and 03_attention) ------------------------
+
+@torch.no_grad()
+def hidden_states(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Every position's vector after the embedding and after each block: (n_layers + 1, seq, d_model).
+
+    Row 0 is the embedding, the same vector for a token wherever it stands (a static word vector); row l is the
+    residual stream after block l, which has mixed in the context (the last row after the final norm, as
+    transformers returns it)."""
+    out = model(tokens, output_hidden_states=True)
+    return torch.stack(out.hidden_states)[:, 0].float()
+
+
+@torch.no_grad()
+def attention_weights(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Every head's attention weights on one text: (n_layers, n_heads, seq, seq), rows the querying token.
+
+    PyTorch's fused attention does not return the weights, so the model runs once with the plain ("eager")
+    implementation, which computes the same thing step by step."""
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = "eager"
+    try:
+        out = model(tokens, output_attentions=True)
+    finally:
+        config._attn_implementation = before
+    return torch.stack(out.attentions)[:, 0].float()
