@@ -117,3 +117,22 @@ def test_every_allowed_number_is_cited_and_still_used():
         assert citation.strip(), f"{name}: {number} has no citation"
         if name in texts:
             assert number in typed_numbers(texts[name]), f"{name}: {number} is allowed but no longer in the prose"
+
+
+# The three source texts have one name each, which the intro introduces (book/intro.md, "The three source texts").
+SOURCE_NAMES = re.compile(r"(?<!long )(?<!long\n)\bexplainer\b|(?<!short )(?<!short\n)\bvideo\b"
+                          r"|\bthe seed\b|\bseed's\b|\(seed\)", re.I)
+
+
+@pytest.mark.parametrize("chapter", chapters(), ids=lambda c: Path(c).name)
+def test_the_sources_go_by_their_names(chapter):
+    text = prose((REPO / f"{chapter}.md").read_text(encoding="utf-8"))
+    wrong = sorted({m.group() for m in SOURCE_NAMES.finditer(text)})
+    assert not wrong, (f"{chapter}.md calls a source {wrong}: say 'the short video', 'the worked example' or "
+                       f"'the long explainer', as the intro does")
+
+
+def test_the_intro_names_the_three_sources():
+    intro = (REPO / "book" / "intro.md").read_text(encoding="utf-8")
+    for name in ["the short video", "the worked example", "the long explainer"]:
+        assert f"**{name}**" in intro, f"the intro does not introduce {name!r}"
