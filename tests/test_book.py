@@ -309,3 +309,12 @@ def test_detector_passes_a_page_that_calls_graded_functions_and_shows_their_stub
     page = rendered(cell) + f"<pre>{html.escape(output.getvalue())}</pre>" + rendered(stubs)
     assert "raise NotImplementedError()" in html.unescape(re.sub(r"<[^>]*>", "", page))
     assert problems_in(page, "book/page.html", GRADED) == []
+
+
+def test_the_intro_lists_every_chapter_of_the_toc(built_book):
+    """The intro's chapter list is generated from _toc.yml, so every chapter's title is on the page."""
+    page = html.unescape(re.sub(r"<[^>]+>", "", (built_book / "book" / "intro.html").read_text(encoding="utf-8")))
+    for chapter in chapters():
+        heading = next(line for line in (REPO / f"{chapter}.md").read_text(encoding="utf-8").splitlines()
+                       if line.startswith("# "))
+        assert heading[2:].strip() in page, f"the intro does not list {chapter}"
