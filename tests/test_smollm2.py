@@ -69,3 +69,16 @@ def test_hidden_states_and_attention_weights_of_smollm2():
     assert weights.shape == (n_layers, model.config.num_attention_heads, tokens.shape[1], tokens.shape[1])
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
     assert torch.triu(weights, diagonal=1).abs().max() == 0                           # causal
+
+
+def test_erasure_point_without_memories_is_the_model_itself():
+    model, tokenizer = data.smollm2()
+    prompt = "The capital of Poland is"
+    point = probes.erasure_point(model, tokenizer, [], prompt, "Warsaw is the capital of Poland. " + prompt,
+                                 " Warsaw", {"The capital of France is": " Paris"})
+    p = dict(probes.next_tokens(model, tokenizer, prompt, k=50))[" Warsaw"]
+    assert abs(point["p"] - p) < 1e-6
+    assert point["others top-1"] == 1.0, "SmolLM2 answers Paris first"
+    erased = probes.erasure_point(model, tokenizer, [(29, i) for i in range(1536)], prompt, prompt, " Warsaw",
+                                  {"The capital of France is": " Paris"})
+    assert erased["p"] != point["p"], "switching off the last layer's memories changes nothing"

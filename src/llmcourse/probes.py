@@ -157,3 +157,39 @@ def attention_weights(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     finally:
         config._attn_implementation = before
     return torch.stack(out.attentions)[:, 0].float()
+
+
+# --- erasing a fact from SmolLM2 (chapter 04_ffn_memory) -----------------------------------------------------
+
+@torch.no_grad()
+def erasure_point(model: nn.Module, tokenizer, memories, prompt: str, in_context: str, answer: str,
+                  others: dict[str, str]) -> dict:
+    """With `memories` [(layer, i)] switched off: p(answer) after `prompt` and after `in_context` (the fact
+    stated in the prompt), and the share of the `others` prompts ({prompt: its answer}) still answered first."""
+    def probs(text: str) -> torch.Tensor:
+        return torch.softmax(model(encode(tokenizer, text)).logits[0, -1].float(), -1)
+
+    target = token_id(tokenizer, answer)
+    with ffn.ablating(value_layers(model), memories):
+        firsts = []
+        for text, other in others.items():
+            p = probs(text)
+            firsts.append(int((p > p[token_id(tokenizer, other)]).sum()) == 0)
+        return {"p": float(probs(prompt)[target]), "p in context": float(probs(in_context)[target]),
+                "others top-1": sum(firsts) / len(firsts)}
+
+
+def smollm2_erasure(prompt: str, in_context: str, answer: str, others: dict[str, str],
+                    ks: list[int]) -> dict[str, list[dict]]:
+    """`erasure_point` of SmolLM2 for the top k memories, k in `ks`, ranked two ways, for `data.cached`:
+    "largest contributions" (each memory's direct contribution to the answer's logit after `prompt`) and
+    "specific" (that contribution minus its mean over the `others` prompts)."""
+    from llmcourse import data
+
+    model, tokenizer = data.smollm2()
+    target = token_id(tokenizer, answer)
+    direct, _ = contributions(model, encode(tokenizer, prompt), target)
+    elsewhere = torch.stack([contributions(model, encode(tokenizer, t), target)[0] for t in others])
+    rankings = {"largest contributions": direct, "specific": direct - elsewhere.mean(0)}
+    return {name: [erasure_point(model, tokenizer, ffn.top_memories(score, k), prompt, in_context, answer,
+                                 others) for k in ks] for name, score in rankings.items()}
