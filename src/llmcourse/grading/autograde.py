@@ -119,10 +119,10 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     version = _version(source, limits, root)
     work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
     try:
-        template = _prepare(work, root, assignment, source_nb, cells)
+        template, cases = _prepare(work, root, assignment, source_nb, cells)
         setting = dict(uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000),
                        work=work, template=template, assignment=assignment, source=source, source_nb=source_nb,
-                       cells=cells, limits=limits, cache=cache, version=version, force=force, root=root,
+                       cells=cells, cases=cases, limits=limits, cache=cache, version=version, force=force, root=root,
                        locked=_locked_digests(source_nb), reach=_reach(),
                        hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
                                               root / "tests", work, submissions, cache) if p.exists()])
@@ -200,16 +200,17 @@ def _locked_digests(source_nb) -> set[str]:
 
 
 def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
-    """The course folder every student's grading starts from (source + gradebook), the cases, the kernel package."""
+    """The course folder every student's grading starts from (source + gradebook), the cases, the kernel package.
+    Returns the template folder and the cases (key -> argument tuples)."""
     template = work / "template"
     shutil.copytree(root / "solutions" / assignment, template / "source" / assignment)
     api = nbgrader_api(template, source="source", release="release", work=".")
     result = api.generate_assignment(assignment, force=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader could not prepare {assignment}:\n{result.get('error') or result.get('log')}")
-    judge.write_cases(cells, work / "cases")
+    cases = judge.write_cases(cells, work / "cases")
     build_stubbed_package(work / "site", source_nb, cells)
-    return template
+    return template, cases
 
 
 def _canary(source: Path, index: int, s: dict) -> Row:
@@ -396,7 +397,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
             row.status = (f"not graded: the kernel died at a different point on each of {len(attempts)} runs "
                           f"({points}); the machine may be short of memory or unstable: regrade with --force")
         return row, None
-    verdicts = judge.judge(s["cells"], final.records)
+    verdicts = judge.judge(s["cells"], final.records, s["cases"])
     autograded = course / "autograded" / student / assignment / source.name
     if autograded.exists():
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
