@@ -352,6 +352,16 @@ class Attempt:
         return (cells[-1]["index"], cells[-1]["digest"]) if cells else None
 
 
+def _settled(attempts: list[Attempt]) -> bool:
+    """Whether the runs so far decide the grade: the notebook ran (or used up its time), or the same cell killed
+    its kernel twice (the notebook's own doing). Anything else may be the machine's fault: run it again."""
+    if not attempts:
+        return False
+    last = attempts[-1]
+    return last.kind in ("ok", "timeout") or (last.kind == "died" and any(
+        a.kind == "died" and a.where == last.where for a in attempts[:-1]))
+
+
 def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tuple[Row, str | None]:
     assignment, limits, source = s["assignment"], s["limits"], s["source"]
     submitted = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
@@ -369,20 +379,12 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     target.write_bytes(nbformat.writes(restored).encode())
     uid = s["uid_base"] + index if os.geteuid() == 0 else None
     attempts: list[Attempt] = []
-    while len(attempts) < ATTEMPTS:
-        attempt = _run_once(course, student, uid, s)
-        attempts.append(attempt)
-        if attempt.kind in ("ok", "timeout"):
-            break
-        if attempt.kind == "died" and len(attempts) > 1 and any(
-                a.kind == "died" and a.where == attempt.where for a in attempts[:-1]):
-            break  # the same cell killed its kernel twice: the notebook's own doing
+    while len(attempts) < ATTEMPTS and not _settled(attempts):
+        attempts.append(_run_once(course, student, uid, s))
     final = attempts[-1]
     row.diagnostics = "\n".join(filter(None, [final.notes, _setup_errors(course, student, s),
                                                _without_noise(final.output)]))[-4000:]
-    settled = final.kind in ("ok", "timeout") or (final.kind == "died" and len(attempts) > 1 and any(
-        a.kind == "died" and a.where == final.where for a in attempts[:-1]))
-    if not settled:
+    if not _settled(attempts):
         row.score = None
         if final.kind == "machine":
             lines = _without_noise(final.output).splitlines()
