@@ -86,3 +86,26 @@ def test_gpt3_budget_gives_the_published_order_of_magnitude():
     assert 1e10 < n_opt < 1e11 and 1e12 < d_opt < 1e13
     n, d = scaling.compute_optimal(np.array([1e20, 1e24]))
     assert n.shape == (2,) and np.all(np.diff(n) > 0) and np.all(np.diff(d) > 0)
+
+
+def test_sweep_runs_a_tiny_configuration():
+    """The sweep's code path in seconds: two tiny sizes and two budgets of a few steps."""
+    from llmcourse import sweep
+
+    out = sweep.run_sweep(progress=False, sizes=((1, 16), (1, 32)), iters=6, data_size=(1, 16), data_steps=(3, 6),
+                          n_evals=2, eval_iters=2)
+    assert [r["d_model"] for r in out["models"]] == [16, 32] and [r["iters"] for r in out["data"]] == [3, 6]
+    small, big = out["models"]
+    assert big["non_embedding"] > small["non_embedding"] and small["tokens"] == 6 * 12 * 64
+    assert [e[0] for e in small["evals"]] == [0, 3, 6] and all(math.isfinite(e[2]) for e in small["evals"])
+    # the data run of 6 steps at width 16 is the model run of width 16: evaluating more often changes nothing
+    assert out["data"][1]["val_loss"] == pytest.approx(small["val_loss"], abs=1e-6)
+
+
+def test_non_embedding_params_leave_out_the_embeddings_and_count_tied_weights_once():
+    from llmcourse import sweep, train
+
+    model = train.build_model(83, train.TrainConfig(n_layers=2, n_heads=2, d_model=32))
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert sweep.non_embedding_params(model) == total - model.tok.weight.numel() - model.pos.weight.numel()
+    assert abs(sweep.non_embedding_params(model) - 12 * 2 * 32 ** 2) < 0.1 * 12 * 2 * 32 ** 2   # Kaplan's 12 L d^2

@@ -15,11 +15,11 @@ import math
 
 import numpy as np
 
-# Kaplan et al. 2020 ("Scaling Laws for Neural Language Models"), equations 1.1 and 1.2 and Table 5: loss in
+# Kaplan et al. 2020 ("Scaling Laws for Neural Language Models"), equations 1.1 and 1.2: loss in
 # nats per token of WebText2 (GPT-2's tokenizer), N = non-embedding parameters, D = tokens.
 KAPLAN = {"N_c": 8.8e13, "alpha_N": 0.076, "D_c": 5.4e13, "alpha_D": 0.095}
 
-# Hoffmann et al. 2022 ("Training Compute-Optimal Large Language Models"), equation 10 (approach 3): loss in nats
+# Hoffmann et al. 2022 ("Training Compute-Optimal Large Language Models"), section 3.3 (approach 3): loss in nats
 # per token of MassiveText, N = parameters, D = training tokens.
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
@@ -100,7 +100,7 @@ def chinchilla_loss(n, d, E: float = CHINCHILLA["E"], A: float = CHINCHILLA["A"]
 
 def compute_optimal(C, A: float = CHINCHILLA["A"], B: float = CHINCHILLA["B"], alpha: float = CHINCHILLA["alpha"],
                     beta: float = CHINCHILLA["beta"]) -> tuple[float, float]:
-    """The N and D that minimise E + A/N^alpha + B/D^beta subject to 6 N D = C (Hoffmann et al. 2022, eq. 4):
+    """The N and D that minimise E + A/N^alpha + B/D^beta subject to 6 N D = C (Hoffmann et al. 2022, section 3.3):
 
         N* = G (C/6)^(beta/(alpha+beta)),  D* = (C/6)^(alpha/(alpha+beta)) / G,  G = (alpha A / (beta B))^(1/(alpha+beta)).
 

@@ -44,7 +44,7 @@ class SweepConfig:
 
 
 def recipe(cfg: SweepConfig, n_layers: int, d_model: int, iters: int) -> train.TrainConfig:
-    """Chapter 06's TrainConfig for one run of the sweep: two heads per layer of at least 8 dimensions each."""
+    """Chapter 06's TrainConfig for one run of the sweep: one attention head per 16 dimensions of d_model."""
     return train.TrainConfig(n_layers=n_layers, n_heads=max(1, d_model // 16), d_model=d_model, block=cfg.block,
                              batch=cfg.batch, iters=iters, lr=cfg.lr, min_lr=cfg.min_lr,
                              warmup=min(cfg.warmup, iters // 10), eval_interval=max(1, iters // cfg.n_evals),
@@ -105,20 +105,24 @@ def train_run(chars: train.CharData, cfg: train.TrainConfig, device: str = "cpu"
             "evals": evals, "val_loss": evals[-1][2], "seconds": time.perf_counter() - start}
 
 
-def run_sweep(code: str = "", progress: bool = True, device: str = "cpu", **config) -> dict:
-    """Both sweeps of `SweepConfig(**config)` on the plays: {"config", "models": [run per size], "data": [run per
-    budget]}. Call it through `data.cached(run_sweep, code=train.code_version(), **config)`: the key holds the
-    config and the code of this module and of the trainer. Explained in chapter 07_scaling."""
+def run_sweep(code: str = "", progress: bool = True, device: str = "cpu", part: str = "both", **config) -> dict:
+    """The sweeps of `SweepConfig(**config)` on the plays, `part` "models", "data" or "both": {"config", "models":
+    [run per size], "data": [run per budget]} (a part not run is empty). Call it through
+    `data.cached(run_sweep, code=train.code_version(), **config)`: the key holds the config and the code of this
+    module and of the trainer. Explained in chapter 07_scaling."""
     cfg = SweepConfig(**config)
     chars = train.char_data(train.shakespeare_plays())
     threads = torch.get_num_threads()
     if device == "cpu":
         torch.set_num_threads(1)          # as in chapter 06: small models, two shared cores
-    jobs = [("models", recipe(cfg, n, d, cfg.iters)) for n, d in cfg.sizes]
-    jobs += [("data", replace(recipe(cfg, *cfg.data_size, steps), eval_interval=steps)) for steps in cfg.data_steps]
+    jobs = [("models", recipe(cfg, n, d, cfg.iters)) for n, d in cfg.sizes] if part in ("models", "both") else []
+    if part in ("data", "both"):
+        jobs += [("data", replace(recipe(cfg, *cfg.data_size, steps), eval_interval=steps))
+                 for steps in cfg.data_steps]
     out = {"config": asdict(cfg), "models": [], "data": [], "device": device}
-    for kind, run_cfg in tqdm(jobs, desc="scaling sweep", disable=not progress):
+    for kind, run_cfg in tqdm(jobs, desc=f"scaling sweep ({part})", disable=not progress):
         run = train_run(chars, run_cfg, device)
-        out[kind].append({"n_layers": run_cfg.n_layers, "d_model": run_cfg.d_model, "iters": run_cfg.iters, **run})
+        out[kind].append({"n_layers": run_cfg.n_layers, "n_heads": run_cfg.n_heads, "d_model": run_cfg.d_model,
+                          "iters": run_cfg.iters, **run})
     torch.set_num_threads(threads)
     return out
