@@ -8,6 +8,12 @@ validation losses, then the fitted exponents beside Kaplan et al.'s (2020).
 
 It runs on the GPU when torch.cuda.is_available() (or `--device cpu|cuda`). `--full` on a 2-core CPU takes hours:
 it is meant for a GPU. Not part of the tests.
+
+Measured 2026-11-25 on the shared 2-core CPU machine (torch 2.13.0+cpu, one thread): the book's sweep took 141 s
+of wall time with a load average of about 3, and 82 s of CPU time (models 52 s, data 30 s) but 444 s of wall time
+with a load average of 12. Exponents: alpha_N 0.046, alpha_D 0.104, compute frontier 0.047 (Kaplan et al. 2020:
+0.076, 0.095, 0.050); the fit with an irreducible term finds no floor (E < 0). `--full` was not run (no GPU was
+available to this session).
 """
 from __future__ import annotations
 
@@ -37,8 +43,10 @@ def table(result: dict) -> None:
         loss = [r["val_loss"] for r in rows]
         _, alpha = scaling.fit_power_law(x, loss)
         E, _, alpha_sat = scaling.fit_saturating(x, loss)
-        print(f"L({name}): power-law exponent {alpha:.3f}; with an irreducible term E = {E:.2f}, exponent "
-              f"{alpha_sat:.3f}; Kaplan et al. 2020: {kaplan} (words, 768x to 1.5e9 parameters)")
+        floor = (f"E = {E:.2f}, exponent {alpha_sat:.3f}" if E > 0 else
+                 f"no floor (E = {E:.1f} < 0: the points do not bend towards one)")
+        print(f"L({name}): power-law exponent {alpha:.3f}; with an irreducible term: {floor}; "
+              f"Kaplan et al. 2020: {kaplan} (nats per BPE token of WebText2)")
 
 
 def main() -> None:
