@@ -22,7 +22,7 @@ from conftest import REPO
 from llmcourse import checks
 
 FIGURES = {"intro": 2, "01_tokens": 4, "02_word2vec": 4, "03_attention": 7, "04_ffn_memory": 7, "05_gpt": 7,
-           "06_training": 4, "conclusion": 2}  # executed matplotlib figures each page must show
+           "06_training": 4, "07_scaling": 6, "conclusion": 2}  # executed matplotlib figures each page must show
 
 
 def chapters() -> list[str]:
