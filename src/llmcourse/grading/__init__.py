@@ -13,14 +13,15 @@ import importlib
 
 # Imported on first use: the grading worker (`python -m llmcourse.grading.worker`, one process per student) must
 # not pay for torch and the judge, which only the grader's own process needs.
+from llmcourse.grading.course import CSV_COLUMNS, REPO, assignments, configure  # noqa: E402,F401 (light)
+from llmcourse.grading.release import release  # noqa: E402,F401 (a function named as its module: bound here)
+
 _EXPORTS = {
-    "course": ["CSV_COLUMNS", "REPO", "assignments", "configure"],
-    "release": ["release"],
     "autograde": ["UID_BASE", "GradingEnvironmentError", "Limits", "Row", "grade", "restore_locked_cells", "summary",
                   "write_csv"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
+__all__ = ["CSV_COLUMNS", "REPO", "assignments", "configure", "release", *sorted(_WHERE)]
 
 
 def __getattr__(name: str):
