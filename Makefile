@@ -18,7 +18,7 @@ book: $(VENV_STAMP) $(DATA_STAMP)
 	@echo "The book is in _build/html/index.html"
 
 test: $(VENV_STAMP) $(DATA_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 venv: $(VENV_STAMP)
 

@@ -79,3 +79,31 @@ def test_helpers_keep_the_functions_they_call():
     tree = ast.parse("def given():\n    return helper()\ndef helper():\n    return 1\ndef graded():\n    return 2\n")
     functions = {n.name: n for n in tree.body}
     assert stubs._called_from({"given"}, functions) == {"given", "helper"}
+
+
+
+def test_students_are_judged_on_the_cases_their_kernel_was_given(tmp_path):
+    """Students are judged in threads, and 05's generation cases are models made under torch.manual_seed. A
+    judge that made its cases again while another thread drew random numbers once expected the tokens of
+    another model: the judge must use the cases written for the kernel, never make them again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmcourse import checks, gpt
+    from llmcourse.checks.core import to_json
+
+    cells = [c for c in judge.test_cells(source("05_gpt")) if c.grade_id == "test_generate_greedy_cached"]
+    name, params = cells[0].calls[0]
+    check = checks.REGISTRY[name]
+    cases = judge.write_cases(cells, tmp_path)
+    key = case_key(name, params)
+    right = [{"ok": to_json(check.output(check.reference(*args), name))} for args in cases[key]]
+    original = check.cases
+    try:  # what a race on the global random state made: other models
+        object.__setattr__(check, "cases", lambda **p: [(gpt.tiny_model(99), prompt, n)
+                                                        for _, prompt, n in original(**p)])
+        assert judge.judge(cells, {key: right})[0].score == 0, "the race this test stands in for"
+        with ThreadPoolExecutor(4) as pool:
+            verdicts = list(pool.map(lambda _: judge.judge(cells, {key: right}, cases)[0], range(8)))
+    finally:
+        object.__setattr__(check, "cases", original)
+    assert all(v.score == v.points for v in verdicts), [v.message for v in verdicts]

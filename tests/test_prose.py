@@ -57,6 +57,22 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("06_training", "1.889"): "benchmarks/train_char.py: the recorded nanoGPT run's validation loss",
     ("06_training", "174.6"): "Brown et al. 2020, Appendix D: GPT-3's parameters in its compute table",
     ("06_training", "3.14"): "Brown et al. 2020, Appendix D: GPT-3's training compute, 3.14e23 FLOPs",
+    # 07_scaling
+    ("07_scaling", "1.5"): "Radford et al. 2019 (GPT-2's 1.5 billion parameters); Kaplan et al. 2020's largest",
+    ("07_scaling", "0.076"): "Kaplan et al. 2020, equation 1.1: the exponent alpha_N",
+    ("07_scaling", "0.095"): "Kaplan et al. 2020, equation 1.2: the exponent alpha_D",
+    ("07_scaling", "0.050"): "Kaplan et al. 2020, equation 1.3: the exponent alpha_C^min",
+    ("07_scaling", "0.34"): "Hoffmann et al. 2022, section 3.3: Chinchilla's fitted exponent alpha",
+    ("07_scaling", "174.6"): "Brown et al. 2020, Appendix D: GPT-3's parameters in its compute table",
+    ("07_scaling", "3.14"): "Brown et al. 2020, Appendix D: GPT-3's training compute, 3.14e23 FLOPs",
+    ("07_scaling", "1.4"): "Hoffmann et al. 2022 (Chinchilla) and Touvron et al. 2023, Table 2: 1.4T tokens",
+    # conclusion
+    ("conclusion", "40%"): "Kosinski 2023 (March preprint): davinci-001's share of the false-belief tasks",
+    ("conclusion", "90%"): "Kosinski 2023 (March preprint): davinci-003's share of the false-belief tasks",
+    ("conclusion", "95%"): "Kosinski 2023: GPT-4's share; Ullman 2023: GPT-3.5's 'chocolate' in the control",
+    ("conclusion", "0%"): "Ullman 2023: GPT-3.5's 'popcorn' in the transparent-bag variant",
+    ("conclusion", "20%"): "Kosinski 2024 (PNAS): davinci-003 and ChatGPT-3.5 under the stricter test",
+    ("conclusion", "75%"): "Kosinski 2024 (PNAS): ChatGPT-4 under the stricter test",
 }
 
 _FENCE = re.compile(r"^(```+|~~~+).*?^\1[ \t]*$", re.S | re.M)          # code cells, ```text blocks, directives
@@ -64,8 +80,10 @@ _DISPLAY_MATH = re.compile(r"\$\$.*?\$\$", re.S)
 _INLINE_MATH = re.compile(r"(?<![\\$])\$[^$\n]+\$")
 _CODE_SPAN = re.compile(r"(`+)[^`]*?\1")
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
-_NOT_A_NUMBER = re.compile(r"arXiv:\S+|https?://\S+|\b[Vv]ersion \S+|\b(?:Table|Figure|Section) \d[\d.]*\d"
-                           r"|\d+(?:\.\d+){2,}")          # ids, links, versions, a paper's table numbers
+_NOT_A_NUMBER = re.compile(                               # ids, links, versions, model names, a paper's parts
+    r"arXiv:\S+|https?://\S+|\b[Vv]ersion \S+|\d+(?:\.\d+){2,}|\b[A-Za-z]+-\d[\d.]*\d\b"
+    r"|\b(?:[Tt]ables?|[Ff]igures?|[Ss]ections?|[Ee]quations?|[Aa]ppendix)\s+\d[\d.]*"
+    r"(?:\s*(?:,|and|to|–)\s*\d[\d.]*)*")
 NUMBER = re.compile(r"(?<![\w.])(?:\d[\d,]*(?:\.\d+)?\s?%|\d[\d,]*\.\d+)")
 
 

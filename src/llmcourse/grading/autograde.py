@@ -119,10 +119,10 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     version = _version(source, limits, root)
     work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
     try:
-        template = _prepare(work, root, assignment, source_nb, cells)
+        template, cases = _prepare(work, root, assignment, source_nb, cells)
         setting = dict(uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000),
                        work=work, template=template, assignment=assignment, source=source, source_nb=source_nb,
-                       cells=cells, limits=limits, cache=cache, version=version, force=force, root=root,
+                       cells=cells, cases=cases, limits=limits, cache=cache, version=version, force=force, root=root,
                        locked=_locked_digests(source_nb), reach=_reach(),
                        hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
                                               root / "tests", work, submissions, cache) if p.exists()])
@@ -200,16 +200,17 @@ def _locked_digests(source_nb) -> set[str]:
 
 
 def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
-    """The course folder every student's grading starts from (source + gradebook), the cases, the kernel package."""
+    """The course folder every student's grading starts from (source + gradebook), the cases, the kernel package.
+    Returns the template folder and the cases (key -> argument tuples)."""
     template = work / "template"
     shutil.copytree(root / "solutions" / assignment, template / "source" / assignment)
     api = nbgrader_api(template, source="source", release="release", work=".")
     result = api.generate_assignment(assignment, force=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader could not prepare {assignment}:\n{result.get('error') or result.get('log')}")
-    judge.write_cases(cells, work / "cases")
+    cases = judge.write_cases(cells, work / "cases")
     build_stubbed_package(work / "site", source_nb, cells)
-    return template
+    return template, cases
 
 
 def _canary(source: Path, index: int, s: dict) -> Row:
@@ -351,6 +352,16 @@ class Attempt:
         return (cells[-1]["index"], cells[-1]["digest"]) if cells else None
 
 
+def _settled(attempts: list[Attempt]) -> bool:
+    """Whether the runs so far decide the grade: the notebook ran (or used up its time), or the same cell killed
+    its kernel twice (the notebook's own doing). Anything else may be the machine's fault: run it again."""
+    if not attempts:
+        return False
+    last = attempts[-1]
+    return last.kind in ("ok", "timeout") or (last.kind == "died" and any(
+        a.kind == "died" and a.where == last.where for a in attempts[:-1]))
+
+
 def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tuple[Row, str | None]:
     assignment, limits, source = s["assignment"], s["limits"], s["source"]
     submitted = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
@@ -368,20 +379,12 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     target.write_bytes(nbformat.writes(restored).encode())
     uid = s["uid_base"] + index if os.geteuid() == 0 else None
     attempts: list[Attempt] = []
-    while len(attempts) < ATTEMPTS:
-        attempt = _run_once(course, student, uid, s)
-        attempts.append(attempt)
-        if attempt.kind in ("ok", "timeout"):
-            break
-        if attempt.kind == "died" and len(attempts) > 1 and any(
-                a.kind == "died" and a.where == attempt.where for a in attempts[:-1]):
-            break  # the same cell killed its kernel twice: the notebook's own doing
+    while len(attempts) < ATTEMPTS and not _settled(attempts):
+        attempts.append(_run_once(course, student, uid, s))
     final = attempts[-1]
     row.diagnostics = "\n".join(filter(None, [final.notes, _setup_errors(course, student, s),
                                                _without_noise(final.output)]))[-4000:]
-    settled = final.kind in ("ok", "timeout") or (final.kind == "died" and len(attempts) > 1 and any(
-        a.kind == "died" and a.where == final.where for a in attempts[:-1]))
-    if not settled:
+    if not _settled(attempts):
         row.score = None
         if final.kind == "machine":
             lines = _without_noise(final.output).splitlines()
@@ -396,7 +399,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
             row.status = (f"not graded: the kernel died at a different point on each of {len(attempts)} runs "
                           f"({points}); the machine may be short of memory or unstable: regrade with --force")
         return row, None
-    verdicts = judge.judge(s["cells"], final.records)
+    verdicts = judge.judge(s["cells"], final.records, s["cases"])
     autograded = course / "autograded" / student / assignment / source.name
     if autograded.exists():
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from llmcourse import checks
 from llmcourse.checks.core import case_key
 
 MAX_RECORDS_BYTES = 64 * 2**20  # a kernel cannot make the grader read more than this
+
+# Students are graded in threads, and a check's reference may draw from torch's global random state (a model's
+# initialisation under `manual_seed`). Two judges at once once gave a student the expected tokens of another
+# model: one judge at a time, on the very cases the kernel was given.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 @dataclass
@@ -82,14 +88,18 @@ def given_names(notebook: nbformat.NotebookNode) -> set[tuple[str, str]]:
     return given
 
 
-def write_cases(cells: list[TestCell], folder: Path) -> None:
-    """One file per check call: the argument tuples the kernel passes to the student's function."""
+def write_cases(cells: list[TestCell], folder: Path) -> dict[str, list]:
+    """One file per check call: the argument tuples the kernel passes to the student's function.
+    Returns them, key -> cases, for judging every student on exactly what their kernel was given."""
     folder.mkdir(parents=True, exist_ok=True)
+    written = {}
     for cell in cells:
         for name, params in cell.calls:
-            path = folder / f"{case_key(name, params)}.pt"
-            if not path.exists():
-                torch.save(checks.REGISTRY[name].cases(**params), path)
+            key = case_key(name, params)
+            if key not in written:
+                written[key] = checks.REGISTRY[name].cases(**params)
+                torch.save(written[key], folder / f"{key}.pt")
+    return written
 
 
 def read_records(path: Path) -> dict[str, list[dict]]:
@@ -118,14 +128,20 @@ class Verdict:
     message: str  # '' when passed
 
 
-def judge(cells: list[TestCell], records: dict[str, list[dict]]) -> list[Verdict]:
-    """A cell scores its points only if every check call in it has recorded results that are right."""
+def judge(cells: list[TestCell], records: dict[str, list[dict]],
+          cases: dict[str, list] | None = None) -> list[Verdict]:
+    """A cell scores its points only if every check call in it has recorded results that are right.
+    `cases`: what `write_cases` returned (else each check's cases are made again)."""
     verdicts = []
-    for cell in cells:
-        message = ""
-        for name, params in cell.calls:
-            message = checks.REGISTRY[name].judge(params, records.get(case_key(name, params))) or ""
-            if message:
-                break
-        verdicts.append(Verdict(cell.grade_id, cell.points, 0.0 if message else cell.points, cell.hidden, message))
+    with _ONE_AT_A_TIME:
+        for cell in cells:
+            message = ""
+            for name, params in cell.calls:
+                key = case_key(name, params)
+                given = (cases or {}).get(key)
+                message = checks.REGISTRY[name].judge(params, records.get(key), given) or ""
+                if message:
+                    break
+            verdicts.append(Verdict(cell.grade_id, cell.points, 0.0 if message else cell.points, cell.hidden,
+                                    message))
     return verdicts
