@@ -61,3 +61,48 @@ def test_name_mover_subject_and_flat_index_mistakes_are_named():
         return tuple(divmod(int(score.argmax()), attn.shape[1]))
     with pytest.raises(AssertionError, match="flat index|not a head of a model"):
         checks.check_find_name_mover(flat_wrong, seeds=(4,), n_prompts=5, n_layers=3, n_heads=2)
+
+
+def test_torch_attention_scores_zero_however_it_is_reached():
+    """The notebook says torch's own attention scores 0: through torch.nn.functional, imported under another
+    name, or inside torch.nn.MultiheadAttention."""
+    import math
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    def weights(q, k, mask):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        return torch.softmax(scores if mask is None else scores.masked_fill(~mask, float("-inf")), -1)
+
+    def through_module(q, k, v, mask=None):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask), weights(q, k, mask)
+
+    def renamed(q, k, v, mask=None):
+        return sdpa(q, k, v, attn_mask=mask), weights(q, k, mask)
+    for fn in (through_module, renamed):
+        with pytest.raises(AssertionError, match="uses `torch.nn.functional.scaled_dot_product_attention`"):
+            checks.check_scaled_dot_product_attention(fn)
+
+    def torch_layer(x, w_q, w_k, w_v, w_o, n_heads, mask=None):
+        layer = torch.nn.MultiheadAttention(x.shape[-1], n_heads, bias=False, batch_first=True)
+        with torch.no_grad():
+            layer.in_proj_weight.copy_(torch.cat([w_q.T, w_k.T, w_v.T]))
+            layer.out_proj.weight.copy_(w_o.T)
+        return layer(x, x, x, attn_mask=None if mask is None else ~mask, average_attn_weights=False)
+    with pytest.raises(AssertionError, match="uses `torch.nn.functional.multi_head_attention_forward`"):
+        checks.check_multi_head_attention(torch_layer)
+    assert torch.nn.functional.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention, "restored"
+
+
+def test_a_failing_check_shows_only_its_message_in_a_notebook(capsys):
+    """IPython renders a CheckFailed by its `_render_traceback_`: the message, not the check's code."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.user_ns.update(checks=checks, torch=torch)
+    shell.run_cell("checks.check_causal_mask(lambda n: torch.triu(torch.ones(n, n, dtype=torch.bool)))")
+    out = capsys.readouterr().out
+    assert "is the wrong direction" in out and "failing case" not in out   # the message names the case already
+    assert "Traceback" not in out and "core.py" not in out and "def __call__" not in out, out
+    shell.run_cell("checks.check_split_heads(lambda x, h: x.view(*x.shape[:2], h, -1).transpose(1, 2) * 2)")
+    out = capsys.readouterr().out
+    assert "split_heads" in out and "Traceback" not in out and len(out.strip().splitlines()) <= 4, out

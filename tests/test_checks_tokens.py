@@ -40,3 +40,38 @@ def test_tie_break_message_on_a_real_tie():
         return ns["train_bpe"](text, n)
     with pytest.raises(AssertionError, match="smallest pair"):
         checks.check_train_bpe(largest)
+
+
+def pytorch_tutorial_positions(n_positions, d_model):
+    """Positional encodings in float32 as PyTorch's transformer tutorial computes them (written here from the
+    formula in that style: exp of a log-spaced frequency, products in float32)."""
+    import math
+    position = torch.arange(n_positions).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2] = torch.sin(position * frequency)
+    pe[:, 1::2] = torch.cos(position * frequency)
+    return pe
+
+
+def test_a_float32_implementation_passes_at_large_sizes():
+    from llmcourse import tokens
+    far = (pytorch_tutorial_positions(512, 512).double() - tokens.sinusoidal_positions(512, 512).double()).abs().max()
+    assert far > 1e-5, "the float32 rounding this test is about should show at 512 x 512"
+    checks.check_sinusoidal_positions(pytorch_tutorial_positions, sizes=((512, 512), (1024, 64), (128, 128), (4, 8)))
+
+
+def test_positions_tolerance_still_catches_small_mistakes():
+    def base_1000(n, d):
+        pe = pytorch_tutorial_positions(n, d)
+        pos = torch.arange(n, dtype=torch.float64)[:, None]
+        angles = pos / 1000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(angles), torch.cos(angles)
+        return pe
+    with pytest.raises(AssertionError, match="wrong at index"):
+        checks.check_sinusoidal_positions(base_1000)
+
+    def off_by_one(n, d):
+        return pytorch_tutorial_positions(n + 1, d)[1:]
+    with pytest.raises(AssertionError, match="wrong at index"):
+        checks.check_sinusoidal_positions(off_by_one)

@@ -15,6 +15,10 @@ import torch
 from llmcourse import attention, ioi
 from llmcourse.checks.core import ATOL, Check, as_float_array, compare_arrays, fail, register
 
+# torch's own attention (torch.nn.MultiheadAttention runs multi_head_attention_forward): using it scores 0
+TORCH_ATTENTION = ("torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
+                   "torch.nn.functional.multi_head_attention_forward")
+
 
 def as_output_and_weights(value: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(output, weights) as two plain float arrays, or a message saying what was returned instead."""
@@ -112,6 +116,7 @@ def _compare_attention(args, got) -> None:
 check_scaled_dot_product_attention = register(Check(
     name="scaled_dot_product_attention", reference=attention.scaled_dot_product_attention, cases=_attention_cases,
     output=as_output_and_weights, compare=_compare_attention,
+    forbidden=TORCH_ATTENTION,
     passed=f"scaled_dot_product_attention matches the reference, with and without masks (tolerance {ATOL})."))
 
 
@@ -255,13 +260,15 @@ def _compare_mha(args, got) -> None:
 check_multi_head_attention = register(Check(
     name="multi_head_attention", reference=attention.multi_head_attention, cases=_mha_cases,
     output=as_output_and_weights, compare=_compare_mha,
+    forbidden=TORCH_ATTENTION,
     passed=f"multi_head_attention matches the reference (tolerance {ATOL})."))
 
 
 # --- finding the name mover --------------------------------------------------------------------------
 
-def _name_mover_cases(seeds=(1, 3), n_prompts: int = 8, n_layers: int = 2, n_heads: int = 4):
-    """(attention, io_pos, s_pos) from `ioi.head_patterns`, one case per seed."""
+def _name_mover_cases(seeds=(1, 3, 12), n_prompts: int = 8, n_layers: int = 2, n_heads: int = 4):
+    """(attention, io_pos, s_pos) from `ioi.head_patterns`, one case per seed (seed 12: averaging the weights of every
+    query position, not the last one's, picks another head)."""
     cases = []
     for seed in seeds:
         h = ioi.head_patterns(seed, n_prompts, n_layers, n_heads)
@@ -294,6 +301,10 @@ def _compare_name_mover(args, got) -> None:
     if got == head(column[rows, :, :, io_pos].mean(0) - column[rows, :, :, s_pos].mean(0)):
         fail(f"`find_name_mover` returned {got}: you read a column of the attention matrix. attention[..., i, j] is "
              "how much query i looks at key j, so the last position's weights are the last *row*, attention[..., -1, :].")
+    every = attn.mean(3)                                         # every query position's weights, averaged
+    if got == head(every[rows, :, :, io_pos].mean(0) - every[rows, :, :, s_pos].mean(0)):
+        fail(f"`find_name_mover` returned {got}: you averaged the weights of every query position. Only the last "
+             "position ('to') predicts the next name: read its row, attention[..., -1, :], as the exercise says.")
     flat = int((to_io - to_s).argmax())
     if got in (divmod(flat, n_layers), (flat % n_layers, flat // n_layers)):
         fail(f"`find_name_mover` returned {got}: the flat index of the best head was turned into (layer, head) the "
