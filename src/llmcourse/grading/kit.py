@@ -45,7 +45,7 @@ KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
 # kit's package import (jupyterlab brings ipykernel, nbclient and nbformat, which `llmcourse check` uses). The
 # chapters' heavier tools (gensim, transformers, ...) and the instructor's (nbgrader, jupyter-book, pytest) stay out:
 # the book comes built, and its chapters' code cannot run on stubs anyway.
-KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab")
+KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab", "regex")
 KIT_GRADING = ("course.py", "check.py", "replay.py")  # the only modules of llmcourse.grading in the kit
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
 WHEEL_TAG = "py3-none-any"
