@@ -106,3 +106,58 @@ def test_a_failing_check_shows_only_its_message_in_a_notebook(capsys):
     shell.run_cell("checks.check_split_heads(lambda x, h: x.view(*x.shape[:2], h, -1).transpose(1, 2) * 2)")
     out = capsys.readouterr().out
     assert "split_heads" in out and "Traceback" not in out and len(out.strip().splitlines()) <= 4, out
+
+
+ALTERNATIVES = '''
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = torch.einsum("...id,...jd->...ij", q.float(), k.float()) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = torch.where(mask, scores, torch.tensor(-1e9))   # a large negative number instead of -inf
+    weights = scores.softmax(-1)
+    return torch.einsum("...ij,...jd->...id", weights, v.float()), weights
+
+def causal_mask(n):
+    return torch.arange(n)[None, :] <= torch.arange(n)[:, None]
+
+def split_heads(x, n_heads):
+    batch, seq, d_model = x.shape
+    return x.reshape(batch, seq, n_heads, -1).permute(0, 2, 1, 3)
+
+def merge_heads(x):
+    return torch.cat(x.unbind(1), dim=-1)
+
+def multi_head_attention(x, w_q, w_k, w_v, w_o, n_heads, mask=None):
+    heads = [split_heads(torch.einsum("bsd,de->bse", x, w), n_heads) for w in (w_q, w_k, w_v)]
+    out, weights = scaled_dot_product_attention(*heads, mask)
+    return merge_heads(out) @ w_o, weights
+
+def find_name_mover(attention, io_pos, s_pos):
+    n_prompts, n_layers, n_heads = attention.shape[:3]
+    best, best_score = None, -float("inf")
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            score = sum(float(attention[p, layer, head, -1, io_pos[p]] - attention[p, layer, head, -1, s_pos[p]])
+                        for p in range(n_prompts)) / n_prompts
+            if score > best_score:
+                best, best_score = (layer, head), score
+    return best
+'''
+
+
+def test_correct_alternatives_keep_full_marks(capsys):
+    """einsum, float32, -1e9 instead of -inf, a comparison for the mask, reshape/permute, cat of heads, loops over
+    heads: right answers pass the visible and hidden cases."""
+    ns = notebook_namespace("03_attention")
+    exec(ALTERNATIVES, ns)
+    calls = [(checks.check_scaled_dot_product_attention, "scaled_dot_product_attention", {}),
+             (checks.check_scaled_dot_product_attention, "scaled_dot_product_attention",
+              dict(seed=11, shapes=((3, 7, 5), (1, 2, 2, 9, 32), (1, 1, 3)))),
+             (checks.check_causal_mask, "causal_mask", dict(sizes=(2, 9, 17))),
+             (checks.check_split_heads, "split_heads", {}), (checks.check_merge_heads, "merge_heads", {}),
+             (checks.check_multi_head_attention, "multi_head_attention", {}),
+             (checks.check_multi_head_attention, "multi_head_attention", dict(seed=10, shapes=((2, 4, 12, 3),), causal=False)),
+             (checks.check_find_name_mover, "find_name_mover", {}),
+             (checks.check_find_name_mover, "find_name_mover", dict(seeds=(4, 10, 11, 14), n_prompts=5, n_layers=3, n_heads=2))]
+    for check, name, params in calls:
+        check(ns[name], **params)
+    assert capsys.readouterr().out.count("✓") == len(calls)

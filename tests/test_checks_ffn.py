@@ -83,3 +83,44 @@ def test_torch_linear_scores_zero():
     with pytest.raises(AssertionError, match="uses `torch.nn.Linear`"):
         checks.check_ffn(with_linear)
     assert torch.nn.Linear.forward.__name__ == "forward", "restored after the check"
+
+
+ALTERNATIVES = '''
+def ffn(x, W1, b1, W2, b2):
+    hidden = torch.einsum("...d,df->...f", x.float(), W1.float()) + b1
+    return torch.einsum("...f,fd->...d", hidden.clamp(min=0), W2.float()) + b2
+
+def key_activations(x, W1, b1):
+    return torch.maximum(x @ W1 + b1, torch.zeros(()))
+
+def weighted_values(activations, W2):
+    return torch.einsum("...f,fd->...fd", activations, W2)
+
+def promoted_tokens(value, unembedding, k):
+    return [int(i) for i in (unembedding @ value).argsort(descending=True)[:k]]
+
+def ablate_memories(activations, memories):
+    keep = torch.ones(activations.shape[-1])
+    keep[list(memories)] = 0
+    return activations * keep
+
+def find_fact_memories(x, W1, b1, W2, unembedding, answer, k):
+    scores = [float(key_activations(x, W1, b1)[i] * (W2[i] @ unembedding[answer])) for i in range(W1.shape[1])]
+    return sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+'''
+
+
+def test_correct_alternatives_keep_full_marks(capsys):
+    """einsum, float32, clamp/maximum, argsort, a mask product, a loop over memories: right answers pass."""
+    ns = notebook_namespace("04_ffn_memory")
+    exec(ALTERNATIVES, ns)
+    calls = [(checks.check_ffn, "ffn", {}), (checks.check_ffn, "ffn", dict(seed=7, shapes=((4, 6, 6), (2, 2, 3, 5, 20), (1, 1, 32)))),
+             (checks.check_key_activations, "key_activations", {}), (checks.check_weighted_values, "weighted_values", {}),
+             (checks.check_promoted_tokens, "promoted_tokens", dict(seed=5, ks=(2, 7, 1), vocab=50, d_model=12)),
+             (checks.check_ablate_memories, "ablate_memories", {}),
+             (checks.check_ablate_memories, "ablate_memories", dict(seed=5, shapes=((5, 7), (7,), (3, 2, 7)), memories=((1, 2, 6), (0,), (6, 5)))),
+             (checks.check_find_fact_memories, "find_fact_memories", {}),
+             (checks.check_find_fact_memories, "find_fact_memories", dict(seeds=(3, 4), subjects=(3, 4, 5), k=3))]
+    for check, name, params in calls:
+        check(ns[name], **params)
+    assert capsys.readouterr().out.count("✓") == len(calls)
