@@ -6,6 +6,8 @@ for all exercises in test_checks_all.py.
 from __future__ import annotations
 
 
+import math
+
 import pytest
 import torch
 
@@ -157,7 +159,25 @@ def test_correct_alternatives_keep_full_marks(capsys):
              (checks.check_multi_head_attention, "multi_head_attention", {}),
              (checks.check_multi_head_attention, "multi_head_attention", dict(seed=10, shapes=((2, 4, 12, 3),), causal=False)),
              (checks.check_find_name_mover, "find_name_mover", {}),
-             (checks.check_find_name_mover, "find_name_mover", dict(seeds=(4, 10, 11, 14), n_prompts=5, n_layers=3, n_heads=2))]
+             (checks.check_find_name_mover, "find_name_mover", dict(seeds=(4, 10, 11, 14, 26), n_prompts=5, n_layers=3, n_heads=2))]
     for check, name, params in calls:
         check(ns[name], **params)
     assert capsys.readouterr().out.count("✓") == len(calls)
+
+
+def test_value_size_and_transposed_weights_are_named():
+    def scaled_by_d_v(q, k, v, mask=None):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(scores, -1)
+        return w @ v, w
+    with pytest.raises(AssertionError, match="not of the values"):
+        checks.check_scaled_dot_product_attention(scaled_by_d_v)
+    ns = notebook_namespace("03_attention")
+    exec("def multi_head_attention(x, w_q, w_k, w_v, w_o, n_heads, mask=None):\n"
+         "    q, k, v = (split_heads(x @ w.T, n_heads) for w in (w_q, w_k, w_v))\n"
+         "    out, weights = scaled_dot_product_attention(q, k, v, mask)\n"
+         "    return merge_heads(out) @ w_o.T, weights\n", ns)
+    with pytest.raises(AssertionError, match="not x @ w_q.T"):
+        checks.check_multi_head_attention(ns["multi_head_attention"])

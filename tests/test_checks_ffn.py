@@ -124,3 +124,10 @@ def test_correct_alternatives_keep_full_marks(capsys):
     for check, name, params in calls:
         check(ns[name], **params)
     assert capsys.readouterr().out.count("✓") == len(calls)
+
+
+def test_fact_memories_without_relu_is_named():
+    def pre_activation(x, W1, b1, W2, U, answer, k):
+        return torch.topk((x @ W1 + b1) * (W2 @ U[answer]), k).indices.tolist()
+    with pytest.raises(AssertionError, match="apply the ReLU first"):
+        checks.check_find_fact_memories(pre_activation)

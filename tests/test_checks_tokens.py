@@ -71,10 +71,10 @@ def test_positions_tolerance_still_catches_small_mistakes():
     with pytest.raises(AssertionError, match="wrong at index"):
         checks.check_sinusoidal_positions(base_1000)
 
-    def off_by_one(n, d):
+    def from_one(n, d):
         return pytorch_tutorial_positions(n + 1, d)[1:]
-    with pytest.raises(AssertionError, match="wrong at index"):
-        checks.check_sinusoidal_positions(off_by_one)
+    with pytest.raises(AssertionError, match="positions count from 0"):
+        checks.check_sinusoidal_positions(from_one)
 
 
 ALTERNATIVES = '''

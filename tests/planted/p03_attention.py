@@ -178,3 +178,17 @@ def scaled_dot_product_attention(q, k, v, mask=None):
         fails=ATTENTION_TESTS, keeps=["test_causal_mask"] + HEAD_TESTS + NAME_TESTS,
         message="uses `torch.nn.functional.scaled_dot_product_attention`"),
 })
+
+PLANTED.update({
+    "name_mover_first_sentence": dict(
+        cell="find_name_mover",
+        source='''
+def find_name_mover(attention, io_pos, s_pos):
+    n_prompts, n_layers, n_heads = attention.shape[:3]
+    score = attention[0, :, :, -1, io_pos[0]] - attention[0, :, :, -1, s_pos[0]]
+    best = int(score.argmax())
+    return best // n_heads, best % n_heads
+''',
+        fails=NAME_TESTS, keeps=ATTENTION_TESTS + HEAD_TESTS + MHA_TESTS,
+        message="if you scored the first sentence alone"),
+})

@@ -279,6 +279,9 @@ def _compare_fact(args, got) -> None:
              "their effect, whatever its sign?): switching them off makes the answer more likely. A memory stores "
              "the fact if it *raises* the answer's logit: take the largest contributions, not the largest in absolute "
              "value.")
+    if set(got) == top((x @ W1 + b1) * alignment):
+        fail(f"`find_fact_memories`: {said}. You multiplied the *pre-activation* x @ W1 + b1 by the alignment: apply "
+             "the ReLU first. A memory whose key does not fire (negative pre-activation) adds nothing, whatever its value.")
     if set(got) == top(-activations * alignment):
         fail(f"`find_fact_memories`: {said}. You took the memories that push the answer *down* most: take the "
              "largest contributions (torch.topk), not the smallest.")

@@ -286,7 +286,12 @@ def _compare_positions(args, got) -> None:
     what = f"for n_positions={n}, d_model={d}"
     if got.shape == want.shape and not np.isnan(got).any() and (np.abs(got - want) <= tolerance).all():
         return
+    from_one = np.zeros((n, d))
+    from_one[:, 0::2], from_one[:, 1::2] = np.sin(angles + angles / np.maximum(pos, 1)), np.cos(angles + angles / np.maximum(pos, 1))
+    from_one[0, 0::2] = np.sin(1 / 10000 ** (np.arange(0, d, 2) / d))
+    from_one[0, 1::2] = np.cos(1 / 10000 ** (np.arange(0, d, 2) / d))
     compare_arrays(got, want, "sinusoidal_positions", what=what, mistakes={
+        "positions count from 0: row 0 is position 0 (sin 0 = 0, cos 0 = 1), not position 1.": from_one,
         "sin and cos are swapped: even columns (0, 2, 4, ...) hold the sines, odd columns the cosines.": swapped,
         "the sines and cosines must be interleaved (sin in column 2i, cos in column 2i+1), "
         "not the sines in the first half and the cosines in the second.": halves,
