@@ -61,7 +61,7 @@ def _encode_variant(text: str, merges, chunked: bool = True, pick: str = "rank")
     """encode with one choice changed: `chunked=False` merges over the whole text; `pick` chooses the pair to merge
     next among the learned pairs present: 'rank' (learned first: right), 'count' (most frequent in the chunk,
     ties to the first seen) or 'count-rank' (most frequent, ties to the first learned)."""
-    rank = {pair: i for i, pair in enumerate(merges)}
+    rank = dict(zip(merges, range(len(merges))))
     result: list[int] = []
     for piece in (tokens.pretokenize(text) if chunked else [text]):
         seq = list(piece.encode("utf-8"))
@@ -87,7 +87,8 @@ def _train_variant(text: str, num_merges: int, weighted: bool = True, chunked: b
     pieces = Counter(tokens.pretokenize(text) if chunked else [text])
     seqs = {piece: list(piece.encode("utf-8")) for piece in pieces}
     learned: list[tuple[int, int]] = []
-    for step in range(num_merges):
+    while len(learned) < num_merges:
+        step = len(learned)
         totals: Counter = Counter()
         for piece, seq in seqs.items():
             for p, n in Counter(zip(seq, seq[1:])).items():
