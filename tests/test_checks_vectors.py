@@ -59,3 +59,55 @@ def test_wrong_type_shape_and_nan_are_named():
         checks.check_analogy(lambda *a: 3)
     with pytest.raises(AssertionError, match="three integers"):
         checks.check_evaluate_analogies(lambda E, w, q: 0.5)
+
+
+ALTERNATIVES = '''
+import torch.nn.functional as F
+
+def sgns_loss(center, context, negatives):
+    pos = torch.einsum("bd,bd->b", center, context).float()
+    neg = torch.einsum("bkd,bd->bk", negatives, center).float()
+    return -(torch.log(torch.sigmoid(pos)).sum() + torch.log(torch.sigmoid(-neg)).sum())
+
+def sgns_gradients(center, context, negatives):
+    s_pos = torch.sigmoid(torch.einsum("bd,bd->b", center, context))
+    s_neg = torch.sigmoid(torch.einsum("bkd,bd->bk", negatives, center))
+    grad_center = torch.einsum("b,bd->bd", s_pos - 1, context) + torch.einsum("bk,bkd->bd", s_neg, negatives)
+    return grad_center, (s_pos - 1)[:, None] * center, torch.einsum("bk,bd->bkd", s_neg, center)
+
+def negative_distribution(counts, power=0.75):
+    w = counts.float().pow(power)
+    return w / w.sum()
+
+def train_step(W_in, W_out, centers, contexts, negatives, lr):
+    g_c, g_o, g_n = sgns_gradients(W_in[centers], W_out[contexts], W_out[negatives])
+    for b in range(len(centers)):             # one pair at a time: repeated words add up
+        W_in[centers[b]] -= lr * g_c[b]
+        W_out[contexts[b]] -= lr * g_o[b]
+        for k in range(negatives.shape[1]):
+            W_out[negatives[b, k]] -= lr * g_n[b, k]
+    return W_in, W_out
+
+def analogy(E, words, a, b, c, topn=5):
+    U = F.normalize(E, dim=-1)
+    i = words.index
+    scores = U @ (U[i(b)] - U[i(a)] + U[i(c)])
+    order = [j for j in scores.argsort(descending=True).tolist() if words[j] not in (a, b, c)]
+    return [words[j] for j in order[:topn]]
+'''
+
+
+def test_correct_alternatives_keep_full_marks(capsys):
+    """einsum, float32, log(sigmoid), a loop over the batch, F.normalize with argsort: right answers pass."""
+    ns = notebook_namespace("02_word2vec")
+    exec(ALTERNATIVES, ns)
+    calls = [(checks.check_sgns_loss, "sgns_loss", {}), (checks.check_sgns_loss, "sgns_loss", dict(seed=5, shapes=((7, 3, 4), (2, 20, 10)))),
+             (checks.check_sgns_gradients, "sgns_gradients", {}),
+             (checks.check_sgns_gradients, "sgns_gradients", dict(seed=6, shapes=((9, 4, 2), (3, 12, 7), (1, 1, 1)))),
+             (checks.check_negative_distribution, "negative_distribution", dict(seed=3, sizes=(1, 7, 300), powers=(0.75, 0.5, 1.0))),
+             (checks.check_train_step, "train_step", {}),
+             (checks.check_train_step, "train_step", dict(seed=4, shapes=((3, 2, 16, 4), (50, 10, 64, 3)))),
+             (checks.check_analogy, "analogy", {}), (checks.check_analogy, "analogy", dict(seed=11, n_words=25, dim=3, n_queries=8))]
+    for check, name, params in calls:
+        check(ns[name], **params)
+    assert capsys.readouterr().out.count("✓") == len(calls)

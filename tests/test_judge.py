@@ -107,3 +107,27 @@ def test_students_are_judged_on_the_cases_their_kernel_was_given(tmp_path):
     finally:
         object.__setattr__(check, "cases", original)
     assert all(v.score == v.points for v in verdicts), [v.message for v in verdicts]
+
+
+def test_a_reference_that_changes_its_arguments_cannot_change_the_next_students_cases(tmp_path):
+    """The cases are made once per batch and shared by every student's judging; a comparison that calls an
+    in-place reference (02's train_step updates W_in and W_out) must not leave the next student other cases."""
+    from llmcourse import checks
+
+    cells = [c for c in judge.test_cells(source("01_tokens")) if c.grade_id == "test_merge"]
+    name, params = cells[0].calls[0]
+    check = checks.REGISTRY[name]
+    cases = judge.write_cases(cells, tmp_path)
+    key = case_key(name, params)
+    right = [{"ok": check.reference(*args)} for args in cases[key]]
+    original = check.compare
+
+    def compare_in_place(args, got):  # compares, then changes its arguments as an in-place reference would
+        original(args, got)
+        args[0].append(999)
+    try:
+        object.__setattr__(check, "compare", compare_in_place)
+        verdicts = [judge.judge(cells, {key: right}, cases)[0] for _ in range(3)]
+    finally:
+        object.__setattr__(check, "compare", original)
+    assert all(v.score == v.points for v in verdicts), [v.message for v in verdicts]

@@ -119,3 +119,28 @@ def test_relative_offset_is_a_linear_map(offset):
     pe = tokens.sinusoidal_positions(60, 16).double()
     rot = tokens.offset_rotation(offset, 16)
     assert torch.allclose(pe[offset:] , pe[:-offset] @ rot.T, atol=1e-6)
+
+
+NUMBERS_AND_LETTERS = "x² + y² = z², ½ cup, Ⅻ o'clock, ①②③, ⁴⁵6, naïve Ⅳth 3²=9 ²x"
+
+
+def test_pretokenize_uses_gpt2_character_classes():
+    """GPT-2 splits with \\p{L} (letters) and \\p{N} (numbers, ² ½ Ⅻ included); Python's \\w counts ² and ½ as
+    letters. The chunks are those of GPT-2's own pre-tokenizer (its regex, in `tokenizers`' ByteLevel)."""
+    import re
+
+    from tokenizers import pre_tokenizers
+
+    gpt2 = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    for text in [NUMBERS_AND_LETTERS, *TEXTS]:
+        assert tokens.pretokenize(text) == [text[a:b] for _, (a, b) in gpt2.pre_tokenize_str(text)], text
+    assert tokens.pretokenize("x² + y²") == ["x", "²", " +", " y", "²"]
+    python_w = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
+    assert python_w.findall("x² + y²") != tokens.pretokenize("x² + y²"), "the case this test is about"
+
+
+def test_our_encoder_is_gpt2_on_numbers_that_are_not_digits():
+    merges = tokens.merges_from_strings(data.gpt2_merges_bytes())
+    vocab = tokens.vocabulary(merges)
+    ids = data.gpt2_tokenizer().encode(NUMBERS_AND_LETTERS).ids
+    assert [vocab[i] for i in tokens.encode(NUMBERS_AND_LETTERS, merges)] == data.gpt2_token_bytes(ids)

@@ -19,10 +19,18 @@ from collections import Counter
 import torch
 from tqdm import tqdm
 
-# GPT-2's pre-tokenisation pattern, written for Python's `re`: contractions, runs of letters, runs of
-# digits, runs of other symbols (each with an optional leading space), and whitespace.
-# `[^\W\d_]` is "a letter" in Unicode; `(?:[^\s\w]|_)` is "neither space, letter nor digit".
-_CHUNK = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
+# GPT-2's pre-tokenisation pattern: contractions, runs of letters, runs of numbers, runs of other symbols (each
+# with an optional leading space), and whitespace. GPT-2 writes it with Unicode classes, \p{L} (a letter) and \p{N}
+# (a number: digits, but also ², ½, Ⅻ), which the `regex` package reads. Python's `re` has no such classes; the
+# fallback's \w and \d draw the lines elsewhere (² and ½ count as letters there, ² + ½ splits differently), so it is
+# only used where `regex` is missing.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+try:
+    import regex as _regex
+
+    _CHUNK = _regex.compile(GPT2_PATTERN)
+except ImportError:  # pragma: no cover - requirements.txt installs regex
+    _CHUNK = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
 
 Pair = tuple[int, int]
 

@@ -122,3 +122,62 @@ def cosine_similarity(a, b):
         fails=["test_cosine_similarity", "test_vectors_hidden"], keeps=["test_sinusoidal_positions"],
         message="calls llmcourse's own reference implementation"),
 }
+
+SOLVED_TRAIN_BODY = '''
+    merges = []
+    for step in range(num_merges):
+        counts = {}
+        for ids in chunks:
+            for pair, n in count_pairs(ids).items():
+                counts[pair] = counts.get(pair, 0) + n
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        chunks = [merge(ids, pair, 256 + step) for ids in chunks]
+        merges.append(pair)
+    return merges
+'''
+
+PLANTED.update({
+    "train_bpe_distinct_chunks": dict(
+        cell="train_bpe",
+        source='''
+def train_bpe(text, num_merges):
+    chunks = [list(chunk.encode("utf-8")) for chunk in set(pretokenize(text))]''' + SOLVED_TRAIN_BODY,
+        fails=["test_train_bpe"], keeps=["test_count_pairs", "test_merge", "test_encode", "test_decode"] + VECTOR_TESTS,
+        message="you counted each distinct chunk once"),
+    "encode_whole_text": dict(
+        cell="encode_decode",
+        source='''
+def encode(text, merges):
+    rank = {pair: i for i, pair in enumerate(merges)}
+    ids = list(text.encode("utf-8"))
+    while len(ids) > 1:
+        pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
+        if pair not in rank:
+            break
+        ids = merge(ids, pair, 256 + rank[pair])
+    return ids
+''' + SOLVED_DECODE,
+        fails=["test_encode"], keeps=["test_decode", "test_train_bpe"] + VECTOR_TESTS, message="you merged over the whole text"),
+    "encode_most_frequent_pair": dict(
+        cell="encode_decode",
+        source='''
+def encode(text, merges):
+    rank = {pair: i for i, pair in enumerate(merges)}
+    out = []
+    for chunk in pretokenize(text):
+        ids = list(chunk.encode("utf-8"))
+        while True:
+            counts = count_pairs(ids)
+            learned = [pair for pair in counts if pair in rank]
+            if not learned:
+                break
+            pair = max(learned, key=lambda p: counts[p])
+            ids = merge(ids, pair, 256 + rank[pair])
+        out.extend(ids)
+    return out
+''' + SOLVED_DECODE,
+        fails=["test_encode"], keeps=["test_decode", "test_train_bpe"] + VECTOR_TESTS,
+        message="you merged the pair that occurs most often in the chunk"),
+})

@@ -149,3 +149,50 @@ def train_step(W_in, W_out, centers, contexts, negatives, lr):
         keeps=["test_sgns_loss", "test_analogy"],
         message="calls llmcourse's own reference implementation"),
 }
+
+SOLVED_TRAIN = '''
+def train(sentences, dim=20, window=3, negative=5, epochs=10, lr=0.05, batch_size=256, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    words, counts = build_vocab(sentences)
+    index = {w: i for i, w in enumerate(words)}
+    ids = torch.tensor([index[w] for s in sentences for w in s])
+    sentence_of = torch.tensor([k for k, s in enumerate(sentences) for _ in s])
+    probs = negative_distribution(counts)
+    W_in = (torch.rand(len(words), dim, generator=gen) - 0.5) / dim
+    W_out = torch.zeros(len(words), dim)
+    for epoch in range(epochs):
+        centers, contexts = skipgram_pairs(ids, sentence_of, window, gen)
+        order = torch.randperm(len(centers), generator=gen)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            negatives = torch.multinomial(probs, len(batch) * negative, replacement=True, generator=gen)
+            done = (epoch + start / len(order)) / epochs
+            W_in, W_out = train_step(W_in, W_out, centers[batch], contexts[batch],
+                                     negatives.view(len(batch), negative), lr * (1 - done))
+    return words, W_in
+'''
+
+PLANTED.update({
+    "step_not_in_place": dict(
+        # returns new matrices and leaves the caller's unchanged: `train` then learns nothing, but only
+        # train_step's own test can say why
+        cell="train_step",
+        source='''
+def train_step(W_in, W_out, centers, contexts, negatives, lr):
+    W_in, W_out = W_in.clone(), W_out.clone()
+    g_c, g_o, g_n = sgns_gradients(W_in[centers], W_out[contexts], W_out[negatives])
+    W_in.index_add_(0, centers, g_c, alpha=-lr)
+    W_out.index_add_(0, contexts, g_o, alpha=-lr)
+    W_out.index_add_(0, negatives.reshape(-1), g_n.reshape(-1, g_n.shape[-1]), alpha=-lr)
+    return W_in, W_out
+''',
+        fails=["test_train_step", "test_step_hidden", "test_train"],
+        keeps=["test_sgns_gradients", "test_negative_distribution", "test_analogy"],
+        message="left the caller's W_in unchanged"),
+    "train_returns_W_out": dict(
+        cell="train",
+        source=SOLVED_TRAIN.replace("return words, W_in", "return words, W_out"),
+        fails=["test_train", "test_train_hidden"],
+        keeps=["test_sgns_loss", "test_sgns_gradients", "test_train_step", "test_analogy"],
+        message="those are W_out"),
+})

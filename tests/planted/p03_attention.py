@@ -145,3 +145,50 @@ def scaled_dot_product_attention(q, k, v, mask=None):
         fails=ATTENTION_TESTS, keeps=["test_causal_mask"] + HEAD_TESTS + NAME_TESTS,
         message="calls llmcourse's own reference implementation"),
 }
+
+PLANTED.update({
+    "name_mover_every_query": dict(
+        cell="find_name_mover",
+        source='''
+def find_name_mover(attention, io_pos, s_pos):
+    n_prompts, n_layers, n_heads = attention.shape[:3]
+    rows = torch.arange(n_prompts)
+    rows_mean = attention.mean(dim=3)                     # (n_prompts, n_layers, n_heads, seq)
+    score = (rows_mean[rows, :, :, io_pos] - rows_mean[rows, :, :, s_pos]).mean(dim=0)
+    best = int(score.argmax())
+    return best // n_heads, best % n_heads
+''',
+        fails=NAME_TESTS, keeps=ATTENTION_TESTS + HEAD_TESTS + MHA_TESTS,
+        message="you averaged the weights of every query position"),
+})
+
+PLANTED.update({
+    "attention_calls_torch": dict(
+        cell="scaled_dot_product_attention",
+        source='''
+from torch.nn import functional as F
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), weights
+''',
+        fails=ATTENTION_TESTS, keeps=["test_causal_mask"] + HEAD_TESTS + NAME_TESTS,
+        message="uses `torch.nn.functional.scaled_dot_product_attention`"),
+})
+
+PLANTED.update({
+    "name_mover_first_sentence": dict(
+        cell="find_name_mover",
+        source='''
+def find_name_mover(attention, io_pos, s_pos):
+    n_prompts, n_layers, n_heads = attention.shape[:3]
+    score = attention[0, :, :, -1, io_pos[0]] - attention[0, :, :, -1, s_pos[0]]
+    best = int(score.argmax())
+    return best // n_heads, best % n_heads
+''',
+        fails=NAME_TESTS, keeps=ATTENTION_TESTS + HEAD_TESTS + MHA_TESTS,
+        message="if you scored the first sentence alone"),
+})

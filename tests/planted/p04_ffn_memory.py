@@ -100,3 +100,41 @@ def find_fact_memories(x, W1, b1, W2, unembedding, answer, k):
         keeps=FFN_TESTS + MEMORY_TESTS + ["test_promoted_tokens", "test_ablate_memories"],
         message="but their keys do not fire on this input"),
 }
+
+PLANTED.update({
+    "ablate_in_place": dict(
+        cell="ablate_memories",
+        source='''
+def ablate_memories(activations, memories):
+    activations[..., list(memories)] = 0
+    return activations
+''',
+        fails=["test_ablate_memories", "test_memories_hidden"],
+        keeps=FFN_TESTS + MEMORY_TESTS + ["test_promoted_tokens", "test_find_fact_memories"],
+        message="changed the caller's activations too"),
+    "fact_by_absolute_effect": dict(
+        cell="find_fact_memories",
+        source='''
+def find_fact_memories(x, W1, b1, W2, unembedding, answer, k):
+    contribution = torch.relu(x @ W1 + b1) * (W2 @ unembedding[answer])
+    return torch.topk(contribution.abs(), k).indices.tolist()
+''',
+        fails=["test_find_fact_memories", "test_memories_hidden"],
+        keeps=FFN_TESTS + MEMORY_TESTS + ["test_promoted_tokens", "test_ablate_memories"],
+        message="You chose memories that push the answer *down*"),
+})
+
+PLANTED.update({
+    "ffn_uses_linear": dict(
+        cell="ffn",
+        source='''
+def ffn(x, W1, b1, W2, b2):
+    first = torch.nn.Linear(W1.shape[0], W1.shape[1])
+    with torch.no_grad():
+        first.weight.copy_(W1.T)
+        first.bias.copy_(b1)
+    return torch.relu(first(x)) @ W2 + b2
+''',
+        fails=FFN_TESTS, keeps=MEMORY_TESTS + LATER_TESTS,
+        message="uses `torch.nn.Linear`"),
+})

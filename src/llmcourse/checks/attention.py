@@ -15,6 +15,10 @@ import torch
 from llmcourse import attention, ioi
 from llmcourse.checks.core import ATOL, Check, as_float_array, compare_arrays, fail, register
 
+# torch's own attention (torch.nn.MultiheadAttention runs multi_head_attention_forward): using it scores 0
+TORCH_ATTENTION = ("torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
+                   "torch.nn.functional.multi_head_attention_forward")
+
 
 def as_output_and_weights(value: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(output, weights) as two plain float arrays, or a message saying what was returned instead."""
@@ -79,6 +83,8 @@ def _attention_mistakes(q, k, v, mask) -> dict[str, torch.Tensor]:
         "the scores are not scaled: divide q @ k^T by sqrt(d_k) (the last dimension of q) before the softmax, "
         "or the softmax saturates as d_k grows.": torch.softmax(fill(scores), dim=-1),
         "divide the scores by sqrt(d_k), not by d_k.": torch.softmax(fill(scores / d_k), dim=-1),
+        "divide the scores by sqrt(d_k), the size of the queries and keys (q.shape[-1]), not of the values.":
+            torch.softmax(fill(scores / math.sqrt(v.shape[-1])), dim=-1),
         "the softmax runs over the wrong axis: normalise over the keys (dim=-1), so that each query's "
         "weights (each row) sum to 1, not each key's (each column).": torch.softmax(fill(scores / math.sqrt(d_k)), dim=-2),
     }
@@ -112,6 +118,7 @@ def _compare_attention(args, got) -> None:
 check_scaled_dot_product_attention = register(Check(
     name="scaled_dot_product_attention", reference=attention.scaled_dot_product_attention, cases=_attention_cases,
     output=as_output_and_weights, compare=_compare_attention,
+    forbidden=TORCH_ATTENTION,
     passed=f"scaled_dot_product_attention matches the reference, with and without masks (tolerance {ATOL})."))
 
 
@@ -233,6 +240,10 @@ def _mha_mistakes(x, w_q, w_k, w_v, w_o, n_heads, mask) -> dict[str, tuple[np.nd
             "sqrt(d_model)."] = (attention.merge_heads(w @ v) @ w_o, w)
     o, w = attention.scaled_dot_product_attention(q, k, v, mask)
     results["the heads' merged output must still be multiplied by w_o, which mixes the heads."] = (attention.merge_heads(o), w)
+    qt, kt, vt = (attention.split_heads(x @ m.T, n_heads) for m in (w_q, w_k, w_v))
+    ot, wt = attention.scaled_dot_product_attention(qt, kt, vt, mask)
+    results["the weights are applied transposed: they are given in the orientation x @ w (d_model in, d_model out), "
+            "not torch.nn.Linear's (out, in), so use x @ w_q, not x @ w_q.T."] = (attention.merge_heads(ot) @ w_o.T, wt)
     if mask is not None:
         o, w = attention.scaled_dot_product_attention(q, k, v, None)
         results["the mask was not passed on: the tokens look at the future."] = (attention.merge_heads(o) @ w_o, w)
@@ -255,13 +266,16 @@ def _compare_mha(args, got) -> None:
 check_multi_head_attention = register(Check(
     name="multi_head_attention", reference=attention.multi_head_attention, cases=_mha_cases,
     output=as_output_and_weights, compare=_compare_mha,
+    forbidden=TORCH_ATTENTION,
     passed=f"multi_head_attention matches the reference (tolerance {ATOL})."))
 
 
 # --- finding the name mover --------------------------------------------------------------------------
 
-def _name_mover_cases(seeds=(1, 3), n_prompts: int = 8, n_layers: int = 2, n_heads: int = 4):
-    """(attention, io_pos, s_pos) from `ioi.head_patterns`, one case per seed."""
+def _name_mover_cases(seeds=(1, 3, 12, 36), n_prompts: int = 8, n_layers: int = 2, n_heads: int = 4):
+    """(attention, io_pos, s_pos) from `ioi.head_patterns`, one case per seed (seeds 12 and 36: averaging the weights
+    of every query position, not the last one's, picks another head; seed 36: so does reading the first sentence
+    alone)."""
     cases = []
     for seed in seeds:
         h = ioi.head_patterns(seed, n_prompts, n_layers, n_heads)
@@ -284,16 +298,26 @@ def _compare_name_mover(args, got) -> None:
     if not (0 <= got[0] < n_layers and 0 <= got[1] < n_heads):
         fail(f"`find_name_mover` returned {got}, which is not a head of a model with {n_layers} layers and {n_heads} "
              "heads per layer (layers and heads count from 0).")
+    first = head(last[0, :, :, io_pos[0]] - last[0, :, :, s_pos[0]])  # the best head on the first sentence alone
+    alone = (f" (Or, if you scored the first sentence alone: average each head's score over all {n} sentences.)"
+             if got == first else "")
     if got == head(to_io):
         fail(f"`find_name_mover` returned {got}: that head puts the most weight on the indirect object, but about as "
              "much on the subject; it moves both names and cannot tell which is the answer. Score each head by "
-             "(weight on IO) - (weight on S).")
+             "(weight on IO) - (weight on S)." + alone)
+    if got == first:
+        fail(f"`find_name_mover` returned {got}, the best head on the first sentence alone: average each head's "
+             f"score (weight on IO - weight on S) over all {n} sentences, then take the best head.")
     if got == head(to_s - to_io) or got == head(to_s):
         fail(f"`find_name_mover` returned {got}, the head that attends to the *subject* (the repeated name); "
              "the name mover attends to the indirect object, the name that appears once.")
     if got == head(column[rows, :, :, io_pos].mean(0) - column[rows, :, :, s_pos].mean(0)):
         fail(f"`find_name_mover` returned {got}: you read a column of the attention matrix. attention[..., i, j] is "
              "how much query i looks at key j, so the last position's weights are the last *row*, attention[..., -1, :].")
+    every = attn.mean(3)                                         # every query position's weights, averaged
+    if got == head(every[rows, :, :, io_pos].mean(0) - every[rows, :, :, s_pos].mean(0)):
+        fail(f"`find_name_mover` returned {got}: you averaged the weights of every query position. Only the last "
+             "position ('to') predicts the next name: read its row, attention[..., -1, :], as the exercise says.")
     flat = int((to_io - to_s).argmax())
     if got in (divmod(flat, n_layers), (flat % n_layers, flat // n_layers)):
         fail(f"`find_name_mover` returned {got}: the flat index of the best head was turned into (layer, head) the "

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,7 +38,16 @@ REGISTRY: dict[str, "Check"] = {}  # check name (as called in test cells) -> Che
 
 
 class CheckFailed(AssertionError):
-    """A graded check failed; the message says what is wrong, in the course's terms."""
+    """A graded check failed; the message says what is wrong, in the course's terms.
+
+    In a notebook, IPython shows an exception that has `_render_traceback_` by the lines it returns: the student
+    sees the message alone, not a traceback through the course's check code (grading reads `ename`/`evalue`,
+    which stay as they are)."""
+
+    def _render_traceback_(self) -> list[str]:
+        red, reset = "\x1b[31m", "\x1b[0m"
+        lines = str(self).splitlines() or [""]
+        return [f"{red}{type(self).__name__}{reset}: {lines[0]}", *lines[1:]]
 
 
 def fail(message: str) -> None:
@@ -52,6 +63,11 @@ class Check:
     output: Callable[[Any, str], Any]           # (student's value, name) -> plain data
     compare: Callable[[tuple, Any], None]       # (args, plain result) -> raises CheckFailed
     passed: str                                 # printed after ✓ when every case passes
+    crash_hint: str = ""                         # added to the message when the student's function crashes
+    forbidden: tuple[str, ...] = ()             # torch functions that do the exercise's work: using one scores 0
+    inputs_after: tuple[int, ...] = ()          # arguments whose state after the call is judged too (kept
+                                                # unchanged, or changed in place): compare then gets (result, [their
+                                                # plain values after the call])
 
     @property
     def check_name(self) -> str:
@@ -62,8 +78,35 @@ class Check:
         if folder:
             return self._record(fn, Path(folder), params)
         for args in self.cases(**params):
-            self.compare(args, self.output(call(fn, self.name, self.reference, args), self.name))
+            mine = clone(args)
+            plain = self.plain(call(fn, self.name, self.reference, args, mine, self.crash_hint, self.forbidden), mine)
+            try:
+                self.compare(args, plain)
+            except CheckFailed as err:
+                raise CheckFailed(f"{err}{self.which_case(args, str(err))}") from None
         print("✓", self.passed)
+
+    def plain(self, value: Any, args_after: tuple) -> Any:
+        """What the student's call produced, as plain data: its value, and the arguments in `inputs_after`."""
+        out = self.output(value, self.name)
+        if not self.inputs_after:
+            return out
+        return out, [as_float_array(args_after[i], self.name) for i in self.inputs_after]
+
+    def replain(self, recorded: Any) -> Any:
+        """`plain` again, on what the kernel recorded (plain data read back from JSON)."""
+        if not self.inputs_after:
+            return self.output(recorded, self.name)
+        value, after = recorded
+        return self.output(value, self.name), [as_float_array(a, self.name) for a in after]
+
+    def which_case(self, args: tuple, message: str = "") -> str:
+        """A line naming the failing call with its arguments when they are small, unless the message shows it."""
+        shown = short_args(args)
+        said = [repr(a)[:30] for a in args if isinstance(a, str) and len(a) > 3]
+        if f"`{self.name}(" in message or any(r in message for r in said) or len(shown) > 200:
+            return ""
+        return f"\n(failing case: `{self.name}{shown}`)"
 
     def _record(self, fn: Callable, folder: Path, params: dict) -> None:
         """Grading mode: run the student's function on the grader's cases and append the plain results."""
@@ -74,7 +117,8 @@ class Check:
         results = []
         for args in torch.load(path, weights_only=True):
             try:
-                results.append({"ok": to_json(self.output(call(fn, self.name, self.reference, args), self.name))})
+                mine = clone(args)
+                results.append({"ok": to_json(self.plain(call(fn, self.name, self.reference, args, mine, self.crash_hint, self.forbidden), mine))})
             except CheckFailed as err:
                 results.append({"failed": str(err)})
         record = {"check": self.check_name, "key": case_key(self.check_name, params), "results": results}
@@ -94,7 +138,7 @@ class Check:
             for args, result in zip(cases, results):
                 if "failed" in result:
                     return str(result["failed"])[:2000]
-                self.compare(args, self.output(result["ok"], self.name))
+                self.compare(args, self.replain(result["ok"]))
         except CheckFailed as err:
             return str(err)
         except Exception as err:  # malformed data from the kernel
@@ -135,20 +179,75 @@ def from_json_dict(value: Any) -> Any:
 
 # --- calling the student's function ------------------------------------------------------------------
 
-def call(fn: Callable, name: str, reference: Callable, args: tuple) -> Any:
-    """Call the student's function, turning 'not written yet', the reference and crashes into messages."""
+def call(fn: Callable, name: str, reference: Callable, args: tuple, mine: tuple | None = None, hint: str = "",
+         forbidden: tuple[str, ...] = ()) -> Any:
+    """Call the student's function on `mine` (fresh copies of `args` unless given: the caller may want to see what
+    the function did to them), turning 'not written yet', the reference, a `forbidden` torch function (dotted
+    paths: what the exercise asks the student to write, e.g. torch.nn.functional.scaled_dot_product_attention) and
+    crashes into messages."""
     if not callable(fn):
         fail(f"`{name}` should be a function, but it is a {type(fn).__name__}.")
     if uses_reference(fn, reference):
         fail(f"`{name}` calls llmcourse's own reference implementation. Write it yourself: this scores 0.")
+    for path in forbidden:  # named in the student's code (e.g. imported under another name)
+        if uses_reference(fn, _resolve(path), by_attribute=False):  # attributes: `watching` sees them called
+            _fail_forbidden(name, path)
     try:
-        return fn(*clone(args))
+        with watching(forbidden) as used:
+            value = fn(*(clone(args) if mine is None else mine))
+        if used:  # called at run time (through torch.nn.functional, a module of torch's, ...)
+            _fail_forbidden(name, used[0])
+        return value
     except NotImplementedError:
         fail(f"`{name}` is not written yet: replace `raise NotImplementedError()` with your code.")
     except CheckFailed:
         raise
     except Exception as err:  # the student's code crashed: say where, in their terms
-        fail(f"`{name}{short_args(args)}` raised {type(err).__name__}: {err}")
+        about_shapes = any(w in str(err) for w in ("shape", "size", "dimension"))
+        fail(f"`{name}{short_args(args)}` raised {type(err).__name__}: {err}" + (f"\n{hint}" if hint and about_shapes else ""))
+
+
+def _fail_forbidden(name: str, path: str) -> None:
+    fail(f"`{name}` uses `{path.removesuffix('.forward')}`, which does what this exercise asks you to write. Write it "
+         "yourself with plain torch operations: this scores 0.")
+
+
+def _resolve(path: str) -> Any:
+    """The object at a dotted path: 'torch.nn.Linear.forward' -> the function."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(path)
+
+
+@contextmanager
+def watching(paths: tuple[str, ...]) -> Iterator[list[str]]:
+    """While active, each function at `paths` (a module's function, a class's method) is replaced by a spy that
+    notes its path in the yielded list, then runs the original."""
+    used: list[str] = []
+    saved = []
+    for path in paths:
+        owner_path, _, attr = path.rpartition(".")
+        owner = _resolve(owner_path)
+        original = getattr(owner, attr)
+
+        def spy(*args, _original=original, _path=path, **kwargs):
+            used.append(_path)
+            return _original(*args, **kwargs)
+
+        setattr(owner, attr, spy)
+        saved.append((owner, attr, original))
+    try:
+        yield used
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
 
 
 def clone(args: tuple) -> tuple:
@@ -159,9 +258,9 @@ def clone(args: tuple) -> tuple:
                  else a for a in args)
 
 
-def uses_reference(fn: Callable, reference: Callable) -> bool:
+def uses_reference(fn: Callable, reference: Callable, by_attribute: bool = True) -> bool:
     """True if `fn` is `reference` or reaches it: directly, through a module attribute
-    (`tokens.encode`), a closure, or another function of the student's that calls it."""
+    (`tokens.encode`; unless `by_attribute` is False), a closure, or another function of the student's that calls it."""
     name = getattr(reference, "__name__", "")
     seen: set[int] = set()
 
@@ -178,7 +277,8 @@ def uses_reference(fn: Callable, reference: Callable) -> bool:
         referenced = [f.__globals__[n] for n in names if n in f.__globals__]
         referenced += [cell.cell_contents for cell in (f.__closure__ or ()) if _cell_filled(cell)]
         for obj in referenced:
-            if isinstance(obj, types.ModuleType) and getattr(obj, name, None) is reference and name in names:
+            if (by_attribute and isinstance(obj, types.ModuleType) and getattr(obj, name, None) is reference
+                    and name in names):
                 return True
             if visit(obj):
                 return True
@@ -197,6 +297,8 @@ def _cell_filled(cell: types.CellType) -> bool:
 
 def short_args(args: tuple) -> str:
     def show(a: Any) -> str:
+        if isinstance(a, torch.Tensor) and a.numel() <= 8 and not a.is_floating_point():
+            return f"tensor({a.tolist()})"
         if isinstance(a, (torch.Tensor, np.ndarray)):
             return f"<{type(a).__name__} of shape {tuple(a.shape)}>"
         if isinstance(a, dict) and any(isinstance(v, torch.Tensor) for v in a.values()):

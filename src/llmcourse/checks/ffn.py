@@ -30,6 +30,8 @@ def _describe(x: torch.Tensor, W1: torch.Tensor) -> str:
     return f"for x of shape {tuple(x.shape)} and W1 of shape {tuple(W1.shape)}"
 
 
+TORCH_LINEAR = ("torch.nn.Linear.forward",)  # a layer of torch's that does the multiplication: using it scores 0
+
 ORIENTATION = ("W1 has shape (d_model, d_ff) and W2 (d_ff, d_model): compute x @ W1 and then @ W2, as in the formula "
                "ReLU(x W1 + b1) W2 + b2. (torch.nn.Linear stores its weight the other way round, (out, in), which is "
                "why its code says x @ weight.T; here the matrices are given in the formula's orientation.)")
@@ -37,9 +39,10 @@ ORIENTATION = ("W1 has shape (d_model, d_ff) and W2 (d_ff, d_model): compute x @
 
 # --- the FFN -----------------------------------------------------------------------------------------------
 
-def _ffn_cases(seed: int = 0, shapes=((2, 3, 8, 8), (5, 4, 12), (1, 6, 16))):
-    """(x, W1, b1, W2, b2) for each (*batch, d_model, d_ff); the first is square, so that a matrix
-    used the wrong way round gives a wrong number (that we can name) rather than a shape error."""
+def _ffn_cases(seed: int = 0, shapes=((2, 3, 8, 20), (5, 4, 12), (1, 6, 16))):
+    """(x, W1, b1, W2, b2) for each (*batch, d_model, d_ff). d_model != d_ff, so that a matrix used the wrong way
+    round is a shape error that says so (`crash_hint`); with square matrices (a hidden case) it is a wrong number,
+    which the mistakes below name."""
     gen = torch.Generator().manual_seed(seed)
     cases = []
     for *batch, d_model, d_ff in shapes:
@@ -73,14 +76,19 @@ def _compare_ffn(args, got) -> None:
                    mistakes={m: w.numpy() for m, w in _ffn_mistakes(*dbl).items()})
 
 
+SHAPES_HINT = ("Check the shapes: x is (..., d_model), W1 (d_model, d_ff), b1 (d_ff,), W2 (d_ff, d_model), b2 (d_model,). "
+               "A matrix used the wrong way round (W1.T, W2.T) or multiplied in the wrong order gives this error.")
+
 check_ffn = register(Check(
     name="ffn", reference=ffn.ffn, cases=_ffn_cases, output=as_float_array, compare=_compare_ffn,
+    forbidden=TORCH_LINEAR,
+    crash_hint=SHAPES_HINT + " " + ORIENTATION,
     passed=f"ffn computes ReLU(x W1 + b1) W2 + b2 (tolerance {ATOL})."))
 
 
 # --- keys --------------------------------------------------------------------------------------------------
 
-def _key_cases(seed: int = 0, shapes=((2, 3, 8, 8), (5, 4, 12))):
+def _key_cases(seed: int = 0, shapes=((2, 3, 8, 20), (5, 4, 12))):
     return [case[:3] for case in _ffn_cases(seed, shapes)]
 
 
@@ -97,12 +105,15 @@ def _compare_keys(args, got) -> None:
 
 check_key_activations = register(Check(
     name="key_activations", reference=ffn.key_activations, cases=_key_cases, output=as_float_array,
+    forbidden=TORCH_LINEAR,
+    crash_hint="Check the shapes: x is (..., d_model) and W1 (d_model, d_ff), whose *columns* are the keys: x @ W1 "
+               "gives one number per memory (W1 used the wrong way round, W1.T, gives this error).",
     compare=_compare_keys, passed="key_activations gives one number per memory: how well x matches its key."))
 
 
 # --- weighted values ---------------------------------------------------------------------------------------
 
-def _values_cases(seed: int = 0, shapes=((3, 8, 8), (12, 4), (2, 2, 6, 5))):
+def _values_cases(seed: int = 0, shapes=((3, 10, 6), (12, 4), (2, 2, 6, 5))):
     """(activations, W2): activations (*batch, d_ff) from a ReLU (zeros included), W2 (d_ff, d_model)."""
     gen = torch.Generator().manual_seed(seed)
     return [(torch.relu(torch.randn(*batch, d_ff, generator=gen)), torch.randn(d_ff, d_model, generator=gen))
@@ -127,6 +138,9 @@ def _compare_values(args, got) -> None:
 
 check_weighted_values = register(Check(
     name="weighted_values", reference=ffn.weighted_values, cases=_values_cases, output=as_float_array,
+    crash_hint="Check the shapes: activations are (..., d_ff) and W2 (d_ff, d_model), memory i's value is *row* i of "
+               "W2. Give the activations an axis of size 1 at the end, (..., d_ff, 1), so that row i of W2 is scaled "
+               "by activation i.",
     compare=_compare_values, passed="weighted_values splits the FFN's output into one vector per memory."))
 
 
@@ -175,6 +189,7 @@ def _as_ablated(value: Any, name: str) -> np.ndarray:
 
 
 def _compare_ablate(args, got) -> None:
+    got, (a_after,) = got
     a, memories = args
     want = ffn.ablate_memories(a.double(), memories).numpy()
     what = f"for activations of shape {tuple(a.shape)} and memories {memories}"
@@ -189,20 +204,43 @@ def _compare_ablate(args, got) -> None:
         mistakes["it zeroes whole rows (positions in the batch); memories are the *last* axis: "
                  "activations[..., memories] = 0."] = rows.numpy()
     compare_arrays(got, want, "ablate_memories", what=what, mistakes=mistakes)
+    if not np.array_equal(a_after, a.double().numpy()):
+        fail(f"`ablate_memories` {what} returns the right values but changed the caller's activations too: the input "
+             "must stay as it was (the model may use it again). Clone first (`activations.clone()`) and zero the "
+             "memories in the copy.")
 
 
 check_ablate_memories = register(Check(
     name="ablate_memories", reference=ffn.ablate_memories, cases=_ablate_cases, output=_as_ablated,
-    compare=_compare_ablate, passed="ablate_memories switches the chosen memories off and leaves the rest."))
+    compare=_compare_ablate, inputs_after=(0,), passed="ablate_memories switches the chosen memories off and leaves the rest."))
 
 
 # --- finding the memories that store a fact ----------------------------------------------------------------
 
+def _with_suppressors(m: dict, subjects, per_subject: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """W1, W2 of `planted_memories` with, for each subject, `per_subject` of its noise memories turned into
+    suppressors: keys that fire on the subject, values that push its answer *down* (real models have such memories
+    too). Ranking memories by the size of their effect, whatever its sign, picks them."""
+    W1, W2 = m["W1"].clone(), m["W2"].clone()
+    stored = {i for memories in m["stored"].values() for i in memories}
+    noise = [i for i in range(W1.shape[1]) if i not in stored and float(m["b1"][i]) == -1.0]
+    for s in subjects:
+        for _ in range(per_subject):
+            if not noise:
+                break
+            i = noise.pop(0)
+            W1[:, i] = m["embedding"][s] / 3 * 1.2
+            W2[i] = -m["unembedding"][m["answers"][s]] * 0.5
+    return W1, W2
+
+
 def _fact_cases(seeds=(0, 1), subjects=(0, 1, 2), k: int = 3):
-    """(x, W1, b1, W2, unembedding, answer, k) from `ffn.planted_memories`: x is a subject's direction plus noise."""
+    """(x, W1, b1, W2, unembedding, answer, k) from `ffn.planted_memories` with suppressors added: x is a subject's
+    direction plus noise."""
     cases = []
     for seed in seeds:
         m = ffn.planted_memories(seed)
+        m["W1"], m["W2"] = _with_suppressors(m, subjects)
         gen = torch.Generator().manual_seed(1000 + seed)
         for s in subjects:
             x = m["embedding"][s] + 0.1 * torch.randn(m["embedding"].shape[1], generator=gen)
@@ -236,6 +274,14 @@ def _compare_fact(args, got) -> None:
         fail(f"`find_fact_memories`: {said}. You chose the memories whose values point at the answer, but their "
              "keys do not fire on this input (activation 0), so switching them off changes nothing: multiply by the "
              "key activations.")
+    if set(got) == top((activations * alignment).abs()) or after > before:
+        fail(f"`find_fact_memories`: {said}. You chose memories that push the answer *down* (ranked by the size of "
+             "their effect, whatever its sign?): switching them off makes the answer more likely. A memory stores "
+             "the fact if it *raises* the answer's logit: take the largest contributions, not the largest in absolute "
+             "value.")
+    if set(got) == top((x @ W1 + b1) * alignment):
+        fail(f"`find_fact_memories`: {said}. You multiplied the *pre-activation* x @ W1 + b1 by the alignment: apply "
+             "the ReLU first. A memory whose key does not fire (negative pre-activation) adds nothing, whatever its value.")
     if set(got) == top(-activations * alignment):
         fail(f"`find_fact_memories`: {said}. You took the memories that push the answer *down* most: take the "
              "largest contributions (torch.topk), not the smallest.")

@@ -4,6 +4,8 @@ Explained in chapter 01_tokens; each check compares with `llmcourse.tokens` and 
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import torch
 
@@ -24,6 +26,79 @@ def _with_merges(texts, num_merges: int, encoded: bool) -> list[tuple]:
     """Cases (text or its ids, merges) with merges learned once on the sample texts; each case gets its own copy."""
     merges = tokens.train_bpe(" ".join(SAMPLE_TEXTS) * 3, num_merges)
     return [(tokens.encode(t, merges) if encoded else t, list(merges)) for t in texts]
+
+
+# Cases with merges given by hand, each separating one plausible wrong `encode` from BPE's:
+# - "to  be": two spaces are two chunks (' ' and ' be'); merged over the whole text, the learned pair (32, 32)
+#   joins them across the chunk boundary;
+# - "banana": 'ba' was learned before 'an', though 'an' occurs twice in the chunk and 'ba' once.
+HAND_MERGES = [("to  be", [(32, 32), (32, 98), (116, 111)]),
+               ("banana, bandana", [(98, 97), (97, 110), (110, 97), (256, 110)])]
+
+
+def _encode_cases(texts=tuple(ENCODE_TEXTS), num_merges: int = 40) -> list[tuple]:
+    return _with_merges(texts, num_merges, encoded=False) + [(t, list(m)) for t, m in HAND_MERGES]
+
+
+# --- wrong variants, for naming mistakes (written for the diagnoses, self-contained: no reference is called) ---
+
+def _replace_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
+    """ids with each occurrence of pair, left to right without overlap, replaced by new."""
+    out: list[int] = []
+    skip = False
+    for a, b in zip(ids, [*ids[1:], None]):
+        if skip:
+            skip = False
+        elif (a, b) == pair:
+            out.append(new)
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def _encode_variant(text: str, merges, chunked: bool = True, pick: str = "rank") -> list[int]:
+    """encode with one choice changed: `chunked=False` merges over the whole text; `pick` chooses the pair to merge
+    next among the learned pairs present: 'rank' (learned first: right), 'count' (most frequent in the chunk,
+    ties to the first seen) or 'count-rank' (most frequent, ties to the first learned)."""
+    rank = dict(zip(merges, range(len(merges))))
+    result: list[int] = []
+    for piece in (tokens.pretokenize(text) if chunked else [text]):
+        seq = list(piece.encode("utf-8"))
+        while True:
+            present = Counter(p for p in zip(seq, seq[1:]) if p in rank)
+            if not present:
+                break
+            if pick == "rank":
+                best = min(present, key=rank.__getitem__)
+            elif pick == "count":
+                best = max(present, key=present.__getitem__)
+            else:
+                best = max(present, key=lambda p: (present[p], -rank[p]))
+            seq = _replace_pair(seq, best, 256 + rank[best])
+        result += seq
+    return result
+
+
+def _train_variant(text: str, num_merges: int, weighted: bool = True, chunked: bool = True,
+                   largest_tie: bool = False) -> list[tuple[int, int]]:
+    """train_bpe with one choice changed: `weighted=False` counts each distinct chunk once, `chunked=False` counts
+    pairs over the whole text, `largest_tie` breaks ties towards the largest pair."""
+    pieces = Counter(tokens.pretokenize(text) if chunked else [text])
+    seqs = {piece: list(piece.encode("utf-8")) for piece in pieces}
+    learned: list[tuple[int, int]] = []
+    while len(learned) < num_merges:
+        step = len(learned)
+        totals: Counter = Counter()
+        for piece, seq in seqs.items():
+            for p, n in Counter(zip(seq, seq[1:])).items():
+                totals[p] += n * (pieces[piece] if weighted else 1)
+        if not totals:
+            break
+        best = max(totals, key=lambda p: (totals[p], p)) if largest_tie else min(totals, key=lambda p: (-totals[p], p))
+        seqs = {piece: _replace_pair(seq, best, 256 + step) for piece, seq in seqs.items()}
+        learned.append(best)
+    return learned
 
 
 # --- count_pairs, merge --------------------------------------------------------------------------------
@@ -87,10 +162,24 @@ def _compare_train_bpe(args, got) -> None:
         fail(f"`train_bpe(text, {num_merges})` returned {len(got)} merges, expected {len(want)}: "
              f"learn exactly num_merges merges (unless no pair is left) for text {text!r}.")
     first = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+    if first >= len(want):
+        fail(f"`train_bpe(text, {num_merges})` on {text!r} returned {len(got)} merges, expected {len(want)}: stop after "
+             "num_merges merges, or earlier when no pair is left (every chunk is a single token).")
     mine = got[first] if first < len(got) else None
     counts = _pair_counts_after(text, want[:first])
-    if mine is not None and counts.get(mine) == counts[want[first]]:
-        fail(f"merge {first} on {text!r} is {mine}, expected {want[first]}: both occur {counts[mine]} times, "
+    at = f"merge {first} on {text!r} is {mine}, expected {want[first] if first < len(want) else None}"
+
+    def agrees(variant: list) -> bool:  # the student's merges follow the variant up to the first wrong one
+        return mine is not None and variant[: first + 1] == got[: first + 1]
+
+    if agrees(_train_variant(text, num_merges, weighted=False)):
+        fail(f"{at}: you counted each distinct chunk once. A chunk that occurs n times in the text (' the' in every "
+             "sentence) counts n times: count the pairs of every chunk of pretokenize(text), repeats included.")
+    if agrees(_train_variant(text, num_merges, chunked=False)):
+        fail(f"{at}: you counted pairs over the whole text. Split it with pretokenize(text) first and count inside "
+             "each chunk: merges never cross a chunk boundary (the space before a word belongs to the word).")
+    if agrees(_train_variant(text, num_merges, largest_tie=True)) or (mine is not None and counts.get(mine) == counts[want[first]]):
+        fail(f"{at}: both occur {counts[want[first]]} times, "
              "and when pairs are equally frequent BPE takes the smallest pair (compare them as tuples (a, b)).")
     if mine is not None and max(mine) >= 256 + first:
         fail(f"merge {first} on {text!r} uses token id {max(mine)}, which does not exist yet: "
@@ -115,6 +204,14 @@ def _compare_encode(args, got) -> None:
         return
     if all(i < 256 for i in got) and bytes(got) == text.encode():
         fail(f"`encode({text!r}, merges)` returned only bytes: apply the learned merges to each chunk.")
+    if got == _encode_variant(text, merges, chunked=False):
+        fail(f"`encode({text!r}, merges)` returned {got}, expected {want}: you merged over the whole text. Split it "
+             "with pretokenize(text) first and merge inside each chunk: merges never cross a chunk boundary (the chunks "
+             f"here are {tokens.pretokenize(text)[:6]}).")
+    if got in (_encode_variant(text, merges, pick="count"), _encode_variant(text, merges, pick="count-rank")):
+        fail(f"`encode({text!r}, merges)` returned {got}, expected {want}: at each step you merged the pair that occurs "
+             "most often in the chunk. BPE merges, among the learned pairs present, the one learned *first* (lowest "
+             "index in merges), however often it occurs: that replays training in order.")
     if all(0 <= i < 256 + len(merges) for i in got) and tokens.decode(got, merges) == text:
         fail(f"`encode({text!r}, merges)` decodes back to the text but uses other tokens than BPE would: "
              "always apply the merge that was learned first (lowest rank) among the pairs present, "
@@ -124,7 +221,7 @@ def _compare_encode(args, got) -> None:
 
 check_encode = register(Check(
     name="encode", reference=tokens.encode,
-    cases=lambda texts=tuple(ENCODE_TEXTS), num_merges=40: _with_merges(texts, num_merges, encoded=False),
+    cases=_encode_cases,
     output=as_int_list, compare=_compare_encode, passed="encode matches the reference, Chinese and emoji included."))
 
 
@@ -171,6 +268,9 @@ check_cosine_similarity = register(Check(
     passed=f"cosine_similarity matches the reference (tolerance {ATOL})."))
 
 
+ANGLE_RTOL = 1e-6  # float32 rounding of the angle (about 8 units of float32's 1.2e-7, relative), passed on by sin/cos
+
+
 def _compare_positions(args, got) -> None:
     n, d = args
     want = tokens.sinusoidal_positions(n, d).double().numpy()
@@ -181,16 +281,32 @@ def _compare_positions(args, got) -> None:
     halves[:, : d // 2], halves[:, d // 2:] = np.sin(angles), np.cos(angles)
     wrong_angles = pos / 10000 ** (np.arange(d // 2) * 4 / d)
     no_two[:, 0::2], no_two[:, 1::2] = np.sin(wrong_angles), np.cos(wrong_angles)
-    compare_arrays(got, want, "sinusoidal_positions", what=f"for n_positions={n}, d_model={d}", mistakes={
+    # float32 tolerance: an angle pos / 10000^(2i/d) computed in float32 is off by a few units of its last bit,
+    # about 1e-7 of its size, and sin/cos pass that on: at position 511 a correct float32 answer is ~6e-5 away
+    tolerance = ATOL + ANGLE_RTOL * np.repeat(angles, 2, axis=1)[:, :d]
+    what = f"for n_positions={n}, d_model={d}"
+    if got.shape == want.shape and not np.isnan(got).any() and (np.abs(got - want) <= tolerance).all():
+        return
+    from_one = np.zeros((n, d))
+    from_one[:, 0::2], from_one[:, 1::2] = np.sin(angles + angles / np.maximum(pos, 1)), np.cos(angles + angles / np.maximum(pos, 1))
+    from_one[0, 0::2] = np.sin(1 / 10000 ** (np.arange(0, d, 2) / d))
+    from_one[0, 1::2] = np.cos(1 / 10000 ** (np.arange(0, d, 2) / d))
+    compare_arrays(got, want, "sinusoidal_positions", what=what, mistakes={
+        "positions count from 0: row 0 is position 0 (sin 0 = 0, cos 0 = 1), not position 1.": from_one,
         "sin and cos are swapped: even columns (0, 2, 4, ...) hold the sines, odd columns the cosines.": swapped,
         "the sines and cosines must be interleaved (sin in column 2i, cos in column 2i+1), "
         "not the sines in the first half and the cosines in the second.": halves,
         "the exponent is 2i/d_model where 2i is the even column index (0, 2, 4, ...): "
         "column pair i uses 10000^(2i/d_model), not 10000^(4i/d_model).": no_two,
     })
+    index = np.unravel_index(np.argmax(np.abs(got - want) - tolerance), got.shape)
+    fail(f"`sinusoidal_positions` {what} is wrong at index {tuple(int(i) for i in index)}: got {got[index]:.6g}, "
+         f"expected {want[index]:.6g} (tolerance {tolerance[index]:.2g}: {ATOL} plus {ANGLE_RTOL} times the angle, "
+         "what float32 rounding allows).")
 
 
 check_sinusoidal_positions = register(Check(
     name="sinusoidal_positions", reference=tokens.sinusoidal_positions,
     cases=lambda sizes=((4, 8), (50, 16), (7, 64)): [tuple(s) for s in sizes],
-    output=as_float_array, compare=_compare_positions, passed="sinusoidal_positions matches the reference."))
+    output=as_float_array, compare=_compare_positions,
+    passed=f"sinusoidal_positions matches the reference (tolerance {ATOL} + {ANGLE_RTOL} × the angle, for float32)."))

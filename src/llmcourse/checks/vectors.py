@@ -179,6 +179,7 @@ def _step_variant(W_in, W_out, c, o, n, lr, sign=-1, accumulate=True, negatives=
 
 
 def _compare_train_step(args, got) -> None:
+    got, (W_in_after, W_out_after) = got
     args = tuple(a.double() if a.is_floating_point() else a for a in args[:5]) + (args[5],)
     want = _step_variant(*args)
     if len(got) != 2:
@@ -196,11 +197,21 @@ def _compare_train_step(args, got) -> None:
         compare_arrays(got[i], want[i], "train_step", what=f"({name} after the step)",
                        mistakes={m: w[i] for m, w in mistakes.items()
                                  if all(np.allclose(got[j], w[j], atol=ATOL, rtol=1e-4) for j in range(2))})
+    V, B = args[0].shape[0], args[2].shape[0]
+    for name, after, before, new_value in (("W_in", W_in_after, args[0], want[0]), ("W_out", W_out_after, args[1], want[1])):
+        if np.allclose(after, new_value, atol=ATOL, rtol=1e-4):
+            continue
+        if np.array_equal(after, before.numpy()):
+            fail(f"`train_step` returned the right matrices but left the caller's {name} unchanged: update {name} and the "
+                 "other matrix *in place* (`W.index_add_(...)`, `W -= ...`, not `W = W - ...` or a clone), as the exercise "
+                 "asks: `train` calls train_step for its effect on the matrices.")
+        fail(f"`train_step` returned the right matrices, but the caller's {name} (V={V}, batch of {B}) holds other values "
+             "after the call: the matrices you return must be the ones you were given, updated in place.")
 
 
 check_train_step = register(Check(
     name="train_step", reference=vectors.train_step, cases=_step_cases,
-    output=as_float_arrays, compare=_compare_train_step, passed="train_step updates W_in and W_out like the reference."))
+    output=as_float_arrays, compare=_compare_train_step, inputs_after=(0, 1), passed="train_step updates W_in and W_out like the reference."))
 
 
 # --- analogies ----------------------------------------------------------------------------------------
@@ -297,11 +308,14 @@ check_evaluate_analogies = register(Check(
 # --- training on the synthetic corpus -----------------------------------------------------------------
 
 def _train_cases(n_sentences: int = 2000, seed: int = 0) -> list[tuple]:
-    return [(vectors.synthetic_corpus(n_sentences, seed), 20, 3, 5, 10, 0.05, 256, seed)]
+    """A real training run, then one epoch with learning rate 0 on a small corpus: nothing is learned, so the
+    input vectors W_in keep their random start while W_out stays at zero (returning W_out shows)."""
+    return [(vectors.synthetic_corpus(n_sentences, seed), 20, 3, 5, 10, 0.05, 256, seed),
+            (vectors.synthetic_corpus(200, seed + 1), 8, 2, 3, 1, 0.0, 64, seed)]
 
 
 def _compare_train(args, got) -> None:
-    sentences = args[0]
+    sentences, lr = args[0], args[5]
     words, E = got
     vocab = {w for s in sentences for w in s}
     if set(words) != vocab or len(words) != len(vocab):
@@ -310,6 +324,12 @@ def _compare_train(args, got) -> None:
         fail(f"`train` returned vectors of shape {E.shape}, expected ({len(words)}, {args[1]}) (words, dim).")
     if not np.isfinite(E).all():
         fail("`train` returned NaN or infinite vectors: is the learning rate too large, or a sign wrong?")
+    if lr == 0 and np.abs(E).max() < 1e-6:
+        fail("`train` with lr=0 (nothing is learned) returned all-zero vectors: those are W_out, which starts at zero. "
+             "Return W_in, the input vectors (with lr=0 they keep their small random start, (rand - 0.5) / dim): "
+             "they are the word vectors word2vec keeps.")
+    if lr == 0:
+        return
     if np.abs(E).max() < 1e-6:
         fail("`train` returned all-zero vectors: if W_in and W_out both start at zero, every gradient is zero "
              "and nothing is learned. Start W_in small and random ((rand - 0.5) / dim) and W_out at zero.")

@@ -11,6 +11,7 @@ Explained in: README.md, section "Grading".
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import threading
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ def judge(cells: list[TestCell], records: dict[str, list[dict]],
             message = ""
             for name, params in cell.calls:
                 key = case_key(name, params)
-                given = (cases or {}).get(key)
+                given = copy.deepcopy((cases or {}).get(key))  # a reference may change its arguments in place
                 message = checks.REGISTRY[name].judge(params, records.get(key), given) or ""
                 if message:
                     break

@@ -45,7 +45,7 @@ KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
 # kit's package import (jupyterlab brings ipykernel, nbclient and nbformat, which `llmcourse check` uses). The
 # chapters' heavier tools (gensim, transformers, ...) and the instructor's (nbgrader, jupyter-book, pytest) stay out:
 # the book comes built, and its chapters' code cannot run on stubs anyway.
-KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab")
+KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab", "regex")
 KIT_GRADING = ("course.py", "check.py", "replay.py")  # the only modules of llmcourse.grading in the kit
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
 WHEEL_TAG = "py3-none-any"
@@ -181,12 +181,13 @@ def _record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[s
                 check = checks.REGISTRY[name]
                 answer = answers[assignment].get(check.name, check.reference)
                 for args in check.cases(**params):
+                    mine = clone(args)
                     with replay.not_recorded():
-                        got = answer(*clone(args))
-                    plain = check.output(got, check.name)
+                        got = answer(*mine)
+                    plain = check.plain(got, mine)
                     check.compare(args, plain)
                     try:  # a wrong answer too, so that the diagnoses' own reference calls are recorded
-                        check.compare(args, check.output(wrong(plain), check.name))
+                        check.compare(args, check.replain(wrong(plain)))
                     except Exception:  # CheckFailed, as intended, or a diagnosis that cannot read this answer
                         pass
     return tables
