@@ -3,7 +3,7 @@ Chromium, driven by Playwright), served from a local server, with the network cu
 
 A page fails on a console error, a failed request, a request to any other host, an image that did not load,
 maths that MathJax left as raw TeX, a link to a page or section that does not exist, code or a table wider than
-its box, a long output that is not folded, or (exercise pages) no button to download the notebook. Search must
+its box, a long output that is not folded, a figure with glyphs its font lacks, or (exercise pages) no button to download the notebook. Search must
 work offline. A screenshot of each page goes to `_build/screenshots/` for review.
 """
 from __future__ import annotations
@@ -152,6 +152,8 @@ def test_page_renders_offline_and_fits(site, browser, path):
         if facts["raw_tex"]:
             problems.append(f"{facts['raw_tex']} pieces of maths left as raw TeX ($$, \\(, \\[, \\begin)")
         problems += [f"an image did not load: {src}" for src in facts["images"]]
+        if "missing from font" in page.content():
+            problems.append("a figure has characters its font lacks (matplotlib: 'Glyph ... missing from font')")
         problems += [f"code wider than its box (no line may need sideways scrolling): {line!r}"
                      for line in facts["wide"]]
         problems += [f"a table wider than the page: {t!r}" for t in facts["tables"]]
