@@ -8,6 +8,7 @@ function's name, its configuration and the source of the module that computes it
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -303,9 +304,13 @@ def cached(fn: Callable, **config: Any) -> Any:
     path = CACHE_DIR / f"{fn.__module__}.{fn.__qualname__}-{cache_key(fn, config)}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
-    result = fn(**config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(result))
-    tmp.replace(path)
+    with open(path.with_suffix(".lock"), "w") as lock:  # a second process asking meanwhile waits, then reads
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        result = fn(**config)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(result))
+        tmp.replace(path)
     return result

@@ -250,3 +250,16 @@ def erasure_survey(progress: bool = True, **config) -> dict:
     from llmcourse.data import cached
     model = trained_model(cached(train, **config))
     return {c: memories_to_erase(model, c) for c in tqdm(COUNTRIES, desc="erasing each capital", disable=not progress)}
+
+
+# chapter 04's model, also recalled in the conclusion
+CHAPTER_CONFIG = dict(n_layers=2, n_heads=2, d_model=32, d_ff=512, steps=3000, batch_size=64, lr=3e-3, seed=0)
+
+
+def erasure_curve(country: str = "Poland", ks: tuple[int, ...] = tuple(range(0, 101, 5)), **config) -> dict:
+    """`erasure` of one country's capital with its top k memories switched off, for each k in `ks`, on the model
+    `train(**config)` gives (cached): {"ks": [k], "curve": [erasure]}. Explained in chapter 04_ffn_memory."""
+    from llmcourse.data import cached
+    model = trained_model(cached(train, **config))
+    order = ffn.top_memories(fact_attribution(model, country), max(ks))
+    return {"ks": list(ks), "curve": [erasure(model, country, order[:k]) for k in ks]}

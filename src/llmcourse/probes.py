@@ -128,3 +128,50 @@ def smollm2_lens(prompts: list[str], k: int = 3) -> dict[str, list[list[tuple[in
 
     model, tokenizer = data.smollm2()
     return {p: lens_table(model, encode(tokenizer, p), k) for p in prompts}
+
+
+@torch.no_grad()
+def continuation_logprob(model: nn.Module, tokenizer, prompt: str, continuation: str) -> float:
+    """log p(continuation | prompt): the sum of the log-probabilities of the continuation's tokens, each given the
+    prompt and the tokens before it (one forward pass). `continuation` carries its leading space (" popcorn").
+    Explained in the conclusion (false-belief tasks)."""
+    head = tokenizer(prompt)["input_ids"]
+    tail = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([head + tail])                                    # (1, n_prompt + n_tail)
+    logp = torch.log_softmax(model(ids).logits[0].float(), -1)           # (n, vocab)
+    steps = torch.arange(len(head) - 1, len(head) + len(tail) - 1)       # positions that predict the tail
+    return float(logp[steps, torch.tensor(tail)].sum())
+
+
+def answer_probs(model: nn.Module, tokenizer, prompt: str, answers: list[str]) -> list[float]:
+    """p(answer | prompt) for each candidate continuation, e.g. [" popcorn", " chocolate"]: probabilities of whole
+    (possibly multi-token) answers, not normalised over the candidates. Explained in the conclusion."""
+    return [float(torch.tensor(continuation_logprob(model, tokenizer, prompt, a)).exp()) for a in answers]
+
+
+def smollm2_answers(items: list[tuple[str, list[str]]]) -> list[list[float]]:
+    """`answer_probs` of SmolLM2 for each (prompt, candidate answers), for `data.cached`."""
+    from llmcourse import data
+
+    model, tokenizer = data.smollm2()
+    return [answer_probs(model, tokenizer, prompt, answers) for prompt, answers in items]
+
+
+@torch.no_grad()
+def answer_steps(prompt: str, steps: int = 4, k: int = 8) -> dict:
+    """SmolLM2 answering `prompt` greedily: the prompt's tokens and ids, and at each step the k most likely next
+    tokens as (id, text, probability), the first of which is appended. For `data.cached`; shown in the intro.
+
+    Returns {"tokens": [str], "ids": [int], "steps": [[(id, text, p)] * k] * steps}.
+    """
+    from llmcourse import data
+
+    model, tokenizer = data.smollm2()
+    ids = tokenizer(prompt)["input_ids"]
+    out = {"tokens": [tokenizer.decode([i]) for i in ids], "ids": list(ids), "steps": []}
+    for _ in range(steps):
+        probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)   # (vocab,)
+        top = torch.topk(probs, k)
+        out["steps"].append([(int(i), tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)])
+        ids = ids + [out["steps"][-1][0][0]]                                         # greedy: the most likely
+    return out

@@ -21,3 +21,5 @@ from llmcourse.checks.gpt import (check_block_forward, check_count_params, check
                                   check_next_token_distribution, check_sample)
 from llmcourse.checks.train import (check_adam_step, check_cross_entropy, check_linear_softmax_backward,  # noqa: F401
                                     check_sgd_step, check_train_bigram)
+from llmcourse.checks.scaling import (check_compute_optimal, check_fit_power_law, check_fit_saturating,  # noqa: F401
+                                      check_training_flops)

@@ -54,9 +54,21 @@ def nbgrader_api(root: Path, **kwargs):
     bin_dir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    _ask_alembic_once()
     c = Config()
     configure(c, root, **kwargs)
     return NbGraderAPI(config=c)
+
+
+def _ask_alembic_once() -> None:
+    """nbgrader runs the `alembic` command (a new Python process, 1-3 s) for its database version each time it
+    creates a gradebook, once per batch; the answer cannot change while we run: ask it once per process."""
+    import functools
+
+    import nbgrader.api
+
+    if not hasattr(nbgrader.api.get_alembic_version, "cache_info"):
+        nbgrader.api.get_alembic_version = functools.cache(nbgrader.api.get_alembic_version)
 
 
 def assignments(root: Path = REPO) -> list[str]:

@@ -18,10 +18,15 @@ import os
 import sys
 from pathlib import Path
 
-from nbclient.exceptions import DeadKernelError
-from nbgrader.preprocessors import Execute
+# jsonschema imports rfc3987_syntax, when installed, to check IRI formats; nbformat's notebook schema has none, and
+# building that package's grammar at import costs 1-3 s in every worker (one per student). Its absence is allowed
+# for: jsonschema then leaves those formats unchecked.
+sys.modules.setdefault("rfc3987_syntax", None)
 
-from llmcourse.grading.course import nbgrader_api
+from nbclient.exceptions import DeadKernelError  # noqa: E402
+from nbgrader.preprocessors import Execute  # noqa: E402
+
+from llmcourse.grading.course import nbgrader_api  # noqa: E402
 
 KERNEL_NAME = "llmcourse-sandbox"
 PROGRESS_ENV = "LLMCOURSE_PROGRESS"

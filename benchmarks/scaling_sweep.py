@@ -1,0 +1,71 @@
+"""The scaling sweep of chapter 07_scaling from the command line: character-level GPTs of several sizes trained with
+chapter 06's recipe for the same number of characters, and one size trained on several budgets; a table of
+validation losses, then the fitted exponents beside Kaplan et al.'s (2020).
+
+    .venv/bin/python benchmarks/scaling_sweep.py             # the book's sweep (about 2-3 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/scaling_sweep.py --cached    # the same, read from the book's cache if it is there
+    .venv/bin/python benchmarks/scaling_sweep.py --full      # 9 sizes (36x to 1,000x), 8x more characters each
+
+It runs on the GPU when torch.cuda.is_available() (or `--device cpu|cuda`). `--full` on a 2-core CPU takes hours:
+it is meant for a GPU. Not part of the tests.
+
+Measured 2026-11-25 on the shared 2-core CPU machine (torch 2.13.0+cpu, one thread): the book's sweep took 141 s
+of wall time with a load average of about 3, and 82 s of CPU time (models 52 s, data 30 s) but 444 s of wall time
+with a load average of 12. Exponents: alpha_N 0.046, alpha_D 0.104, compute frontier 0.047 (Kaplan et al. 2020:
+0.076, 0.095, 0.050); the fit with an irreducible term finds no floor (E < 0). `--full` was not run (no GPU was
+available to this session).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from llmcourse import data, scaling, sweep, train
+
+FULL = dict(sizes=((2, 16), (2, 24), (2, 32), (2, 48), (2, 64), (2, 96), (4, 128), (4, 192), (6, 256)),
+            iters=4800, data_size=(4, 128), data_steps=(300, 600, 1200, 2400, 4800, 9600))
+
+
+def table(result: dict) -> None:
+    print(f"{'sweep':7}{'layers':>7}{'d_model':>8}{'N (non-emb.)':>14}{'chars D':>11}{'6ND FLOPs':>11}"
+          f"{'val loss':>10}{'seconds':>9}")
+    for kind in ("models", "data"):
+        for r in result[kind]:
+            flops = float(scaling.training_flops(r["non_embedding"], r["tokens"]))
+            print(f"{kind:7}{r['n_layers']:>7}{r['d_model']:>8}{r['non_embedding']:>14,}{r['tokens']:>11,}"
+                  f"{flops:>11.2e}{r['val_loss']:>10.3f}{r['seconds']:>9.1f}")
+    n = [r["non_embedding"] for r in result["models"]]
+    d = [r["tokens"] for r in result["data"]]
+    for name, x, rows, kaplan in (("N", n, result["models"], scaling.KAPLAN["alpha_N"]),
+                                  ("D", d, result["data"], scaling.KAPLAN["alpha_D"])):
+        loss = [r["val_loss"] for r in rows]
+        _, alpha = scaling.fit_power_law(x, loss)
+        E, _, alpha_sat = scaling.fit_saturating(x, loss)
+        floor = (f"E = {E:.2f}, exponent {alpha_sat:.3f}" if E > 0 else
+                 f"no floor (E = {E:.1f} < 0: the points do not bend towards one)")
+        print(f"L({name}): power-law exponent {alpha:.3f}; with an irreducible term: {floor}; "
+              f"Kaplan et al. 2020: {kaplan} (nats per BPE token of WebText2)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="more sizes and 8x more characters per run")
+    parser.add_argument("--cached", action="store_true", help="read (or write) the book's cache")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    config = FULL if args.full else {}
+    started = time.perf_counter()
+    if args.cached and args.device == "cpu":            # the book's two cached calls
+        result = {part: data.cached(sweep.run_sweep, code=train.code_version(), progress=True, part=part,
+                                    **config) for part in ("models", "data")}
+        result = {**result["models"], "data": result["data"]["data"]}
+    else:
+        result = sweep.run_sweep(progress=True, device=args.device, **config)
+    print(f"device {result['device']}, {torch.__version__}; wall time {time.perf_counter() - started:.0f} s")
+    table(result)
+
+
+if __name__ == "__main__":
+    main()
