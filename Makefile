@@ -1,23 +1,28 @@
 # Two commands do everything on a fresh machine:
 #   make book   creates .venv, installs requirements.txt, fetches the data, builds the executed book into _build/html
 #   make test   the same set-up, then the whole test suite (which also builds the book)
+#   (both install two Debian packages when missing: a CJK font and Chromium, see DEBIAN_PACKAGES)
 #   make kit    the student kit in _build/kit (and _build/llmcourse-kit.zip): released notebooks, a wheel whose
 #               graded functions are stubs, the offline book; see README, "Teaching a class"
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PY := .venv/bin/python
 VENV_STAMP := .venv/.requirements-installed
+SYSTEM_STAMP := .venv/.debian-packages
+# Debian packages: a CJK font for figures with Chinese text (book/matplotlibrc names it), and Chromium for the
+# browser test (tests/test_browser.py). Installed with apt-get when missing (as root, or through sudo).
+DEBIAN_PACKAGES := fonts-wqy-microhei chromium
 DATA_STAMP := data/.fetched
 # pip on this machine warns about every missing local index; keep the log readable.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: book test venv data release kit clean
+.PHONY: book test venv data system release kit clean
 
-book: $(VENV_STAMP) $(DATA_STAMP)
+book: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
 	.venv/bin/jupyter-book build . --builder html -W -n --keep-going 2>&1 | { grep -v "^$$" || true; }
 	@echo "The book is in _build/html/index.html"
 
-test: $(VENV_STAMP) $(DATA_STAMP)
+test: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
 	$(PY) -m pytest -n auto --dist loadgroup
 
 venv: $(VENV_STAMP)
@@ -26,6 +31,21 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
+	touch $@
+
+system: $(SYSTEM_STAMP)
+
+$(SYSTEM_STAMP): Makefile $(VENV_STAMP)
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:" $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; else \
+	    echo "Cannot install" $$missing "(not root, no sudo): install them, then run make again." >&2; exit 1; fi; \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing"; \
+	  $$apt >/dev/null || { $$sudo apt-get update -q >/dev/null && $$apt >/dev/null; } || { \
+	    echo "apt-get could not install" $$missing >&2; exit 1; }; \
+	  rm -f "$${MPLCONFIGDIR:-$$HOME/.cache/matplotlib}"/fontlist-*.json; \
+	fi
 	touch $@
 
 data: $(DATA_STAMP)

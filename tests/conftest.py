@@ -5,6 +5,7 @@ import sys
 import copy
 import importlib
 import os
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -15,6 +16,17 @@ from llmcourse import grading
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def built_book_html() -> Path:
+    """The book's HTML; built here (execution is cached) if `make book` or test_book has not built it."""
+    book = REPO / "_build" / "html"
+    if not (book / "index.html").exists():
+        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--builder", "html", "-W", "-n",
+               "--keep-going"]
+        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, "the book does not build:\n" + (result.stdout + result.stderr)[-4000:]
+    return book
 
 
 def planted_for(assignment: str) -> dict:

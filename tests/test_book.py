@@ -323,3 +323,53 @@ def test_the_intro_lists_every_chapter_of_the_toc(built_book):
         heading = next(line for line in (REPO / f"{chapter}.md").read_text(encoding="utf-8").splitlines()
                        if line.startswith("# "))
         assert heading[2:].strip() in page, f"the intro does not list {chapter}"
+
+
+PAGE_WIDTH = 88  # characters of code a code box holds at laptop width (book/assets/course.css)
+
+
+def _columns(line: str) -> int:
+    """The width of a line in a monospace font: CJK characters take two columns."""
+    import unicodedata
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
+
+
+def _code_lines() -> list[tuple[str, str]]:
+    """(page, line) of every code line a reader sees: the chapters' code cells and the exercises' code cells."""
+    import nbformat
+    lines = []
+    for chapter in chapters() + ["book/intro"]:
+        path = REPO / f"{chapter}.md"
+        if not path.exists():
+            continue
+        inside = False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("```{code-cell}"):
+                inside = True
+            elif inside and line.startswith("```"):
+                inside = False
+            elif inside and not line.startswith(":tags:"):
+                lines.append((chapter, line))
+    for notebook in sorted((REPO / "exercises").glob("*/*.ipynb")):
+        for cell in nbformat.read(notebook, as_version=4).cells:
+            if cell.cell_type == "code":
+                lines += [(notebook.stem, line) for line in cell.source.splitlines()]
+    return lines
+
+
+def test_code_lines_fit_the_page():
+    too_wide = [f"{page}: {_columns(line)} columns: {line.strip()[:70]}" for page, line in _code_lines()
+                if _columns(line) > PAGE_WIDTH]
+    assert not too_wide, (f"{len(too_wide)} code lines are wider than the code box ({PAGE_WIDTH} characters, "
+                          "CJK characters count two); readers would scroll sideways:\n" + "\n".join(too_wide[:40]))
+
+
+def test_chinese_text_in_figures_has_a_font():
+    """The chapters' figures run with book/matplotlibrc: Chinese falls back to the CJK font `make` installs."""
+    code = ("import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
+            "fig, ax = plt.subplots(); ax.set_title('如何进行机器学习 (how to do machine learning)')\n"
+            "fig.savefig(__import__('io').BytesIO())\n")
+    result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], cwd=REPO / "book",
+                            capture_output=True, text=True)
+    assert result.returncode == 0, ("Chinese text in a figure has no font (make installs Debian's "
+                                    "fonts-wqy-microhei):\n" + result.stderr[-800:])

@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import REPO
+from conftest import REPO, built_book_html
 from llmcourse import checks, grading
 from llmcourse.grading import kit as kitmod
 
@@ -65,20 +65,10 @@ SHARED_LINES = {
 }
 
 
-def built_book() -> Path:
-    """The book's HTML; built here (execution is cached) if `make book` has not been run."""
-    book = REPO / "_build" / "html"
-    if not (book / "index.html").exists():
-        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--builder", "html", "-W", "-n", "--keep-going"]
-        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        assert result.returncode == 0, "the book does not build:\n" + (result.stdout + result.stderr)[-4000:]
-    return book
-
-
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kit") / "kit"
-    book = built_book()
+    book = built_book_html()
     started = time.time()
     kitmod.build_kit(out, root=REPO, book=book, log=lambda *_: None)
     TIMINGS["kit build"] = time.time() - started
