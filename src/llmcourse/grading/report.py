@@ -297,7 +297,8 @@ def _time_plot(students: list[dict], limit: float | None) -> str:
     if not seconds:
         return ""
     fig, ax = _figure(6.5, 2.4)
-    ax.hist(seconds, bins=20, color="#58a", edgecolor="white")
+    top = max([*seconds, limit or 0]) * 1.02 or 1.0
+    ax.hist(seconds, bins=[top * i / 40 for i in range(41)], color="#58a", edgecolor="white")
     if limit:
         ax.axvline(limit, color="#a00", linestyle="--", label=f"notebook limit ({limit:g} s)")
         ax.legend()
