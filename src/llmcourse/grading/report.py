@@ -144,8 +144,8 @@ def _cells(rows: list, tests: list | None) -> list[dict]:
     for grade_id in order:
         taken = [r for r in rows if grade_id in r.cells]
         messages = {r.student: cell_messages(r, order).get(grade_id, "") for r in taken}
-        failed = {s: m or "lost its points without a message" for s, m in messages.items()
-                  if m or _lost(rows, s, grade_id)}
+        failed = {r.student: messages[r.student] or "lost its points without a message" for r in taken
+                  if messages[r.student] or r.cells[grade_id][0] < r.cells[grade_id][1]}
         test = info.get(grade_id)
         cell = {"grade_id": grade_id, "hidden": grade_id in hidden,
                 "points": test.points if test else max((r.cells[grade_id][1] for r in taken), default=0.0),
@@ -155,12 +155,6 @@ def _cells(rows: list, tests: list | None) -> list[dict]:
         cell["mistakes"] = [] if cell["hidden"] else group_messages(failed)
         out.append(cell)
     return out
-
-
-def _lost(rows: list, student: str, grade_id: str) -> bool:
-    row = next(r for r in rows if r.student == student)
-    score, points = row.cells[grade_id]
-    return score < points
 
 
 def _functions(cells: list[dict]) -> list[dict]:
