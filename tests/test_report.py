@@ -48,10 +48,10 @@ class Addresses(HTMLParser):
 
 
 def requests_made(raw: str) -> list[str]:
-    """What opening the page would fetch: any address with a scheme or host but inline PNGs, and CSS imports."""
+    """What opening the page would fetch: any address with a scheme or host but inline data, and CSS imports."""
     page = Addresses(raw)
     remote = [a for a in page.addresses if re.match(r"\s*(?:[a-z][a-z0-9+.-]*:|//)", a, re.I)
-              and not a.startswith("data:image/png;base64,")]
+              and not a.startswith("data:")]  # inline: an embedded image, an empty icon
     return remote + [s for s in page.styles if re.search(r"url\s*\(|@import", s, re.I)]
 
 
@@ -192,6 +192,13 @@ def test_page_escapes_student_text_hides_hidden_messages_and_makes_no_request(tm
 def write_grades(path: Path, rows: list[Row]) -> Path:
     grading.write_csv(rows, path)
     return path
+
+
+def test_rows_from_a_runs_cache_leave_out_the_canary(tmp_path):
+    for row in (Row(".canary", "01_tokens", 2.0, 2.0), Row("ada", "01_tokens", 1.0, 2.0, cells={"t": (1.0, 2.0)})):
+        (tmp_path / f"{row.student}.json").write_text(json.dumps({"key": "k", "row": asdict(row), "html": ""}))
+    rows = report.rows_from_cache(tmp_path)
+    assert [r.student for r in rows] == ["ada"] and rows[0].cells == {"t": (1.0, 2.0)}
 
 
 def test_term_page_from_two_csvs_with_trend_and_reports(tmp_path):

@@ -131,7 +131,7 @@ def build(rows: list, assignment: str, tests: list | None = None, feedback: Path
         "problems": _problems(rows),
         "cells": cells,
         "functions": _functions(cells),
-        "students": [_student(r, feedback, base, limits) for r in sorted(rows, key=lambda r: r.student)],
+        "students": [_student(r, feedback, base) for r in sorted(rows, key=lambda r: r.student)],
     }
 
 
@@ -190,7 +190,7 @@ def status_key(status: str) -> str:
     return mistake_key(key)
 
 
-def time_limit_hit(row, limits=None) -> str | None:
+def time_limit_hit(row) -> str | None:
     """'notebook' when the notebook's time limit stopped it, 'cell' when a cell ran out of time, else None."""
     if "stopped after" in row.status:
         return "notebook"
@@ -200,13 +200,13 @@ def time_limit_hit(row, limits=None) -> str | None:
     return None
 
 
-def _student(row, feedback: Path | None, base: Path | None, limits) -> dict:
+def _student(row, feedback: Path | None, base: Path | None) -> dict:
     page = Path(feedback) / f"{row.student}.html" if feedback else None
     link = None
     if page is not None and page.is_file():
         link = quote(Path(os.path.relpath(page.resolve(), Path(base or Path.cwd()).resolve())).as_posix())
     return {"student": row.student, "score": row.score, "max_score": row.max_score, "status": row.status,
-            "seconds": row.seconds, "time_limit": time_limit_hit(row, limits), "feedback": link,
+            "seconds": row.seconds, "time_limit": time_limit_hit(row), "feedback": link,
             "cells": {g: s for g, (s, _) in row.cells.items()}}
 
 
@@ -250,6 +250,7 @@ def _page(title: str, body: list[str]) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
             "style-src 'unsafe-inline'\">\n"
+            "<link rel=\"icon\" href=\"data:,\">\n"  # no request for a favicon either
             f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
@@ -380,7 +381,9 @@ def _cells_html(cells: list[dict]) -> list[str]:
 
 def _students_html(data: dict) -> list[str]:
     limits = data["limits"] or {}
-    out = ["<h2>Students</h2>", _time_plot(data["students"], limits.get("student_timeout")),
+    hits = Counter(s["time_limit"] for s in data["students"])
+    out = ["<h2>Students</h2>", f'<p>{hits["notebook"]} hit the notebook\'s time limit, {hits["cell"]} a cell\'s '
+           "(their tests after that point score 0).</p>", _time_plot(data["students"], limits.get("student_timeout")),
            "<table><tr><th>student</th><th>score</th><th>seconds</th><th>time limit</th><th>status</th>"
            "<th>feedback</th></tr>"]
     slow = sorted(data["students"], key=lambda s: -(s["seconds"] or 0))
