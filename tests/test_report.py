@@ -273,7 +273,8 @@ def test_each_planted_mistake_appears_with_its_count(graded, reports, assignment
     text = page_text(page)
     for planted, spec in planted_for(assignment).items():
         row = next(r for r in rows if r["student"] == planted)
-        named = [c for c in data["cells"] if not c["hidden"] and spec["message"] in csv_cell_message(row, c["grade_id"])]
+        named = [c for c in data["cells"]
+                 if not c["hidden"] and spec["message"] in csv_cell_message(row, c["grade_id"])]
         assert named, f"{planted}: no visible cell says {spec['message']!r}"
         for cell in named:
             group = next(m for m in cell["mistakes"] if planted in m["students"])

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print(grading.summary(rows))
     print(f"\nwrote {args.out} ({len(rows)} students) and feedback in {feedback}/")
     if args.report:
-        report_module.write_report(rows, args.report, args.assignment, feedback=feedback, limits=limits, csv_path=args.out)
+        report_module.write_report(rows, args.report, args.assignment, feedback=feedback, limits=limits,
+                                   csv_path=args.out)
         print(f"wrote the class report {args.report} and its data {args.report.with_suffix('.json')}")
     return 0
 

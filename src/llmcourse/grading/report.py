@@ -177,7 +177,8 @@ def _problems(rows: list) -> list[dict]:
         if r.status != "graded" or r.score is None:
             groups.setdefault(status_key(r.status), []).append(r)
     out = [{"status": Counter(r.status for r in g).most_common(1)[0][0], "count": len(g),
-            "students": sorted(r.student for r in g), "graded": g[0].score is not None and g[0].status.startswith("graded")}
+            "students": sorted(r.student for r in g),
+            "graded": g[0].score is not None and g[0].status.startswith("graded")}
            for g in groups.values()]
     return sorted(out, key=lambda p: (-p["count"], p["status"]))
 
@@ -251,7 +252,8 @@ def _page(title: str, body: list[str]) -> str:
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
             "style-src 'unsafe-inline'\">\n"
             "<link rel=\"icon\" href=\"data:,\">\n"  # no request for a favicon either
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
 
 
 def _png(fig) -> str:
