@@ -201,12 +201,17 @@ def test_rows_from_a_runs_cache_leave_out_the_canary(tmp_path):
     assert [r.student for r in rows] == ["ada"] and rows[0].cells == {"t": (1.0, 2.0)}
 
 
+def students_scores(term: dict, student: str) -> dict:
+    return next(s["scores"] for s in term["students"] if s["student"] == student)
+
+
 def test_term_page_from_two_csvs_with_trend_and_reports(tmp_path):
     first = write_grades(tmp_path / "grades-01_tokens.csv", [
         Row("ada", "01_tokens", 5.0, 10.0), Row("bob", "01_tokens", 10.0, 10.0), Row("cy", "01_tokens", 8.0, 10.0)])
     second = write_grades(tmp_path / "grades-02_word2vec.csv", [
         Row("ada", "02_word2vec", 20.0, 20.0), Row("bob", "02_word2vec", 10.0, 20.0),
-        Row("cy", "02_word2vec", None, 20.0, status="not graded: the grading environment failed")])
+        Row("cy", "02_word2vec", None, 20.0, status="not graded: the grading environment failed"),
+        Row("dee", "02_word2vec", 0.0, 20.0, status="no notebook: the folder holds no .ipynb file")])
     report.write_report([Row("ada", "01_tokens", 5.0, 10.0, cells={"t": (0.0, 5.0)}, messages={"t": "`f` is off"})],
                         tmp_path / "report-01.html", "01_tokens", tests=[], csv_path=first)
     data = report.write_term([second, first], tmp_path / "term" / "term.html")
@@ -215,7 +220,9 @@ def test_term_page_from_two_csvs_with_trend_and_reports(tmp_path):
     assert trends["ada"] == pytest.approx(0.5) and trends["bob"] == pytest.approx(-0.5) and trends["cy"] is None
     one, two = data["assignments"]
     assert one["report"] == "../report-01.html" and two["report"] is None
-    assert two["not_graded"] == ["cy"] and two["mean"] == pytest.approx(0.75)
+    assert two["not_graded"] == ["cy", "dee"] and two["mean"] == pytest.approx(0.75)
+    assert students_scores(data, "cy") == {"01_tokens": 0.8, "02_word2vec": None}
+    assert students_scores(data, "dee") == {"01_tokens": None, "02_word2vec": None}, "listed, though never graded"
     text = page_text(tmp_path / "term" / "term.html")
     assert "+50 points / assignment" in text and "-50 points / assignment" in text
     assert not requests_made((tmp_path / "term" / "term.html").read_text(encoding="utf-8"))

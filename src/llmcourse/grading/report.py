@@ -442,7 +442,7 @@ def build_term(paths: list[Path], base: Path | None = None) -> dict:
             raise SystemExit(f"two CSVs for {name}: {assignments[name]['csv']} and {path}")
         assignments[name] = _term_assignment(name, Path(path), rows, report_beside(Path(path)), base)
     order = sorted(assignments)
-    students = sorted({s for a in assignments.values() for s in a["scores"]})
+    students = sorted({s for a in assignments.values() for s in [*a["scores"], *a["not_graded"]]})
     table = [{"student": s, "scores": {a: assignments[a]["scores"].get(s) for a in order}} for s in students]
     for t in table:
         t["trend"] = trend([t["scores"][a] for a in order])
