@@ -98,7 +98,7 @@ def rows_from_cache(cache: Path) -> list:
 
 # --- one assignment ---------------------------------------------------------------------------------------
 
-def test_cells(assignment: str, root: Path | None = None) -> list | None:
+def source_tests(assignment: str, root: Path | None = None) -> list | None:
     """The assignment's test cells (judge.TestCell, with the checks they call), or None without its source."""
     import nbformat
 
@@ -216,7 +216,7 @@ def write_report(rows: list, path: Path, assignment: str, feedback: Path | None 
     """Write `path` (the HTML page) and the same data as JSON beside it (`path` with .json); return the data."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tests = tests if tests is not None else test_cells(assignment, root)
+    tests = tests if tests is not None else source_tests(assignment, root)
     data = build(rows, assignment, tests, feedback, path.parent, limits, csv_path)
     data["html"] = path.name
     _write(path.with_suffix(".json"), json.dumps(data, indent=1, ensure_ascii=False))
