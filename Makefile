@@ -23,7 +23,7 @@ book: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
 	@echo "The book is in _build/html/index.html"
 
 test: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
-	$(PY) -m pytest -n auto --dist loadgroup
+	$(PY) -m pytest
 
 venv: $(VENV_STAMP)
 

@@ -21,9 +21,6 @@ import yaml
 from conftest import REPO
 from llmcourse import checks
 
-# `make test` runs on several workers (pytest-xdist, --dist loadgroup): one worker builds the book
-# and runs what reads it (test_book, test_browser, test_kit).
-pytestmark = pytest.mark.xdist_group("book")
 
 FIGURES = {"intro": 2, "01_tokens": 4, "02_word2vec": 5, "03_attention": 8, "04_ffn_memory": 7, "05_gpt": 7,
            "06_training": 4, "07_scaling": 6, "conclusion": 2}  # executed matplotlib figures each page must show

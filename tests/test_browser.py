@@ -22,9 +22,6 @@ import yaml
 
 from conftest import REPO, built_book_html
 
-# `make test` runs on several workers (pytest-xdist, --dist loadgroup): one worker builds the book
-# and runs what reads it (test_book, test_browser, test_kit).
-pytestmark = pytest.mark.xdist_group("book")
 
 SCREENSHOTS = REPO / "_build" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 900}  # a laptop screen: the book's code boxes are narrowest here

@@ -11,9 +11,6 @@ import pytest
 from conftest import REPO, planted_for
 from llmcourse import grading
 
-# `make test` runs on several workers (pytest-xdist, --dist loadgroup): the session-wide grading
-# of every assignment runs once, on one worker.
-pytestmark = pytest.mark.xdist_group("grading")
 
 ASSIGNMENTS = grading.assignments(REPO)
 

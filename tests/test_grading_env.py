@@ -21,9 +21,6 @@ from conftest import REPO
 from llmcourse import grading
 from llmcourse.grading import autograde
 
-# `make test` runs on several workers (pytest-xdist, --dist loadgroup): the 0700 copy of the
-# course (a module fixture) is made once.
-pytestmark = pytest.mark.xdist_group("env")
 
 ASSIGNMENT = "01_tokens"
 SOLUTION = REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"

@@ -15,9 +15,6 @@ import hostile
 from llmcourse import grading
 from llmcourse.grading import autograde
 
-# `make test` runs on several workers (pytest-xdist, --dist loadgroup): the hostile batch (a
-# module fixture) is graded once.
-pytestmark = pytest.mark.xdist_group("hostile")
 
 LIMITS = grading.Limits(cell_timeout=10, student_timeout=240)
 

@@ -29,9 +29,6 @@ from conftest import REPO, built_book_html
 from llmcourse import checks, grading
 from llmcourse.grading import kit as kitmod
 
-# `make test` runs on several workers (pytest-xdist, --dist loadgroup): one worker builds the book
-# and runs what reads it (test_book, test_browser, test_kit).
-pytestmark = pytest.mark.xdist_group("book")
 
 ASSIGNMENTS = grading.assignments(REPO)
 TIMINGS: dict[str, float] = {}

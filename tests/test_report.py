@@ -24,9 +24,6 @@ from llmcourse.checks.core import CheckFailed
 from llmcourse.grading import report
 from llmcourse.grading.autograde import HIDDEN_FAILED, Row
 
-# `make test` runs on several workers (pytest-xdist, --dist loadgroup): these read the session-wide
-# grading of every assignment, which runs once, on the worker of the "grading" group.
-pytestmark = pytest.mark.xdist_group("grading")
 ASSIGNMENTS = grading.assignments(REPO)
 
 
