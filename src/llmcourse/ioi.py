@@ -241,7 +241,7 @@ ROLES = ["name mover", "both names", "subject", "previous token", "first token",
 def head_patterns(seed: int = 0, n_prompts: int = 8, n_layers: int = 2, n_heads: int = 4) -> dict:
     """Attention weights with the shapes of the heads Wang et al. (2022) describe, made by hand (not trained).
 
-    Every head of a (n_layers x n_heads) model gets a role, placed by the seed: one "name mover" (the last
+    Every head of a (n_layers x n_heads) model gets a role, placed by the random seed: one "name mover" (the last
     position attends to the indirect object), one head that attends to both names equally, one that attends to
     the subject, and previous-token, first-token and uniform heads for the rest. The sentences are IOI prompts
     cut after their final "to", all from one template so that they have the same length.
