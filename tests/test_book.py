@@ -18,7 +18,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, build_book
 from llmcourse import checks
 
 
@@ -33,10 +33,7 @@ def chapters() -> list[str]:
 
 @pytest.fixture(scope="module")
 def built_book() -> Path:
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--builder", "html", "-W", "-n", "--keep-going"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, "the book does not build:\n" + (result.stdout + result.stderr)[-6000:]
-    return REPO / "_build" / "html"
+    return build_book()
 
 
 def test_every_chapter_is_in_the_toc_and_exists():
