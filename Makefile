@@ -2,6 +2,7 @@
 #   make book   creates .venv, installs requirements.txt, fetches the data, builds the executed book into _build/html
 #   make test   the same set-up, then the whole test suite (which also builds the book)
 #   (both install two Debian packages when missing: a CJK font and Chromium, see DEBIAN_PACKAGES)
+#   make bench  every benchmark in benchmarks/, one table in benchmarks/RESULTS.md (about an hour; not part of make test)
 #   make kit    the student kit in _build/kit (and _build/llmcourse-kit.zip): released notebooks, a wheel whose
 #               graded functions are stubs, the offline book; see README, "Teaching a class"
 SHELL := bash
@@ -16,7 +17,7 @@ DATA_STAMP := data/.fetched
 # pip on this machine warns about every missing local index; keep the log readable.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: book test venv data system release kit clean
+.PHONY: book test bench venv data system release kit clean
 
 book: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
 	.venv/bin/jupyter-book build . --builder html -W -n --keep-going 2>&1 | { grep -v "^$$" || true; }
@@ -24,6 +25,9 @@ book: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
 
 test: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
 	$(PY) -m pytest
+
+bench: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
+	$(PY) benchmarks/run_all.py
 
 venv: $(VENV_STAMP)
 

@@ -24,6 +24,11 @@ import torch
 
 from llmcourse import data, scaling, sweep, train
 
+import common  # benchmarks/common.py: scripts here run with benchmarks/ on sys.path
+from common import Result
+
+SMOKE = dict(sizes=((1, 8), (1, 16)), iters=4, data_size=(1, 8), data_steps=(2, 4), n_evals=2, eval_iters=2,
+             warmup=1)
 FULL = dict(sizes=((2, 16), (2, 24), (2, 32), (2, 48), (2, 64), (2, 96), (4, 128), (4, 192), (6, 256)),
             iters=4800, data_size=(4, 128), data_steps=(300, 600, 1200, 2400, 4800, 9600))
 
@@ -49,20 +54,52 @@ def table(result: dict) -> None:
               f"Kaplan et al. 2020: {kaplan} (nats per BPE token of WebText2)")
 
 
+def exponents(result: dict) -> dict:
+    """The fitted power-law exponents of L(N) and L(D)."""
+    n = [r["non_embedding"] for r in result["models"]]
+    d = [r["tokens"] for r in result["data"]]
+    return {"alpha_N": scaling.fit_power_law(n, [r["val_loss"] for r in result["models"]])[1],
+            "alpha_D": scaling.fit_power_law(d, [r["val_loss"] for r in result["data"]])[1]}
+
+
+def sweep_result(smoke: bool, full: bool, cached: bool, device: str) -> dict:
+    if smoke:
+        return sweep.run_sweep(progress=False, device=device, **SMOKE)
+    if cached and device == "cpu" and not full:            # the book's two cached calls
+        result = {part: data.cached(sweep.run_sweep, code=train.code_version(), progress=True, part=part)
+                  for part in ("models", "data")}
+        return {**result["models"], "data": result["data"]["data"]}
+    return sweep.run_sweep(progress=True, device=device, **(FULL if full else {}))
+
+
+def run(smoke: bool = False, full: bool = False, cached: bool = False,
+        device: str = "cuda" if torch.cuda.is_available() else "cpu") -> list[Result]:
+    """The sweep's cost and its fitted exponents beside Kaplan et al.'s (2020)."""
+    started = time.perf_counter()
+    result = sweep_result(smoke, full, cached, device)
+    seconds = time.perf_counter() - started
+    fitted = exponents(result)
+    runs = len(result["models"]) + len(result["data"])
+    which = "a smoke sweep" if smoke else "the --full sweep" if full else "the book's sweep"
+    where = f"{which}, {runs} runs, {result['device']}"
+    area = "scaling" if result["device"] == "cpu" else "scaling (GPU)"
+    return [Result(area, f"wall time of {where}", seconds, unit="s", higher_is_better=False,
+                   note="read from the cache" if cached and not full and not smoke else ""),
+            Result(area, f"L(N) exponent alpha_N ({where})", fitted["alpha_N"], scaling.KAPLAN["alpha_N"],
+                   "Kaplan et al. 2020 (WebText2, BPE)", ""),
+            Result(area, f"L(D) exponent alpha_D ({where})", fitted["alpha_D"], scaling.KAPLAN["alpha_D"],
+                   "Kaplan et al. 2020 (WebText2, BPE)", "")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="more sizes and 8x more characters per run")
     parser.add_argument("--cached", action="store_true", help="read (or write) the book's cache")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--smoke", action="store_true", help="two tiny models: checks that the benchmark runs")
     args = parser.parse_args()
-    config = FULL if args.full else {}
     started = time.perf_counter()
-    if args.cached and args.device == "cpu":            # the book's two cached calls
-        result = {part: data.cached(sweep.run_sweep, code=train.code_version(), progress=True, part=part,
-                                    **config) for part in ("models", "data")}
-        result = {**result["models"], "data": result["data"]["data"]}
-    else:
-        result = sweep.run_sweep(progress=True, device=args.device, **config)
+    result = sweep_result(args.smoke, args.full, args.cached, args.device)
     print(f"device {result['device']}, {torch.__version__}; wall time {time.perf_counter() - started:.0f} s")
     table(result)
 

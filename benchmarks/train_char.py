@@ -32,6 +32,9 @@ from torch.nn import functional as F
 
 from llmcourse import data, train
 
+import common  # benchmarks/common.py: scripts here run with benchmarks/ on sys.path
+from common import Result
+
 
 class PeerBlock(nn.Module):
     def __init__(self, d: int, heads: int):
@@ -105,6 +108,39 @@ def train_peer(chars: train.CharData, cfg: train.TrainConfig, device: str) -> di
     return {"ms_per_iter": 1000 * seconds / cfg.iters, "val": sum(losses) / len(losses)}
 
 
+def run(smoke: bool = False, iters: int = 2000, threads: int | None = None, cached: bool = False,
+        device: str = "cpu") -> list[Result]:
+    """Ours and the peer on the same data and config: ms/iteration and validation loss at the end."""
+    cfg = replace(train.TrainConfig(), iters=iters, sample_at=())
+    if threads:
+        cfg = replace(cfg, threads=threads)
+    if smoke:
+        cfg = replace(cfg, iters=5, eval_iters=2, eval_interval=5, warmup=2)
+    chars = train.char_data(train.shakespeare_plays())
+    peer = train_peer(chars, cfg, device)
+    setting = f"{cfg.iters:,} iterations, {cfg.threads} thread(s), {device}"
+    results = []
+    if device == "cpu":
+        if cached and not smoke:
+            config = asdict(replace(cfg, sample_at=train.TrainConfig().sample_at))
+            ours = data.cached(train.train_shakespeare, code=train.code_version(), progress=False, **config)
+        else:
+            ours = train.train_shakespeare(progress=False, **asdict(cfg))
+        results += [Result("training", f"chapter 06 trainer, ms/iteration ({setting})", ours["ms_per_iter"],
+                           peer["ms_per_iter"], "plain PyTorch (SDPA, fused AdamW)", "ms/iter",
+                           higher_is_better=False),
+                    Result("training", f"validation loss after {cfg.iters:,} iterations", ours["evals"][-1][2],
+                           peer["val"], "plain PyTorch (SDPA, fused AdamW)", "nats/char", higher_is_better=False,
+                           note="nanoGPT itself (not installed): 1.889 at 2,000 (the issue author's run)")]
+    if device != "cpu" or (torch.cuda.is_available() and not smoke):
+        # TinyGPT builds its positions and mask on the CPU: the peer alone runs on the accelerator
+        gpu = peer if device != "cpu" else train_peer(chars, cfg, "cuda")
+        results += [Result("training (GPU)", f"plain PyTorch peer on {torch.cuda.get_device_name(0)}, ms/iteration "
+                           f"({cfg.iters:,} iterations)", gpu["ms_per_iter"], unit="ms/iter",
+                           higher_is_better=False, note=f"val loss {gpu['val']:.3f}")]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=2000)
@@ -112,29 +148,10 @@ def main() -> None:
     parser.add_argument("--cached", action="store_true", help="reuse the chapter's cached run of ours")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the peer only: TinyGPT builds its "
                         "positions and mask on the CPU)")
+    parser.add_argument("--smoke", action="store_true", help="5 iterations: checks that the benchmark runs")
     args = parser.parse_args()
-    cfg = replace(train.TrainConfig(), iters=args.iters, threads=args.threads, sample_at=())
-    chars = train.char_data(train.shakespeare_plays())
-    rows = {}
-    if args.device == "cpu":
-        config = asdict(cfg)
-        if args.cached:
-            config = {k: v for k, v in asdict(replace(cfg, sample_at=train.TrainConfig().sample_at)).items()}
-            ours = data.cached(train.train_shakespeare, code=train.code_version(), progress=False, **config)
-        else:
-            ours = train.train_shakespeare(progress=False, **config)
-        rows["ours (llmcourse.train)"] = {"ms_per_iter": ours["ms_per_iter"], "val": ours["evals"][-1][2]}
-    rows["peer (SDPA, fused AdamW)"] = train_peer(chars, cfg, args.device)
-    tokens = cfg.batch * cfg.block
-    print(f"{cfg.iters} iterations, {tokens} tokens each, {args.threads} threads, device {args.device}, "
-          f"torch {torch.__version__}")
-    print(f"| {'trainer':26} | {'ms/iter':>7} | {'tokens/s':>8} | {'val loss':>8} | {'ms ratio':>8} |")
-    print("|" + "|".join("-" * (w + 2) for w in (26, 7, 8, 8, 8)) + "|")
-    peer = rows["peer (SDPA, fused AdamW)"]["ms_per_iter"]
-    for name, r in rows.items():
-        print(f"| {name:26} | {r['ms_per_iter']:7.1f} | {1000 * tokens / r['ms_per_iter']:8,.0f} | {r['val']:8.3f} | "
-              f"{r['ms_per_iter'] / peer:8.2f} |")
-    print("nanoGPT (the issue author's run, same corpus and config, 2 cores): val 1.889 at 2,000, ~33 ms/iter")
+    print(common.machine())
+    print(common.table(run(args.smoke, args.iters, args.threads, args.cached, args.device)))
 
 
 if __name__ == "__main__":

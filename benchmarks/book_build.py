@@ -1,0 +1,96 @@
+"""How long the executed book takes to build: cold (nothing cached: every chapter runs, every demo model
+trains) and warm (the same build again: notebooks and artefacts read from their caches).
+
+The book is built from a copy of the committed files in a temporary folder, with an empty artefact cache
+(LLMCOURSE_CACHE) and an empty notebook cache, so the repository's own caches are neither used nor touched.
+There is no peer: a row gives the times, and the warm/cold ratio.
+
+    .venv/bin/python benchmarks/book_build.py            # cold then warm (about 15 minutes on 2 cores)
+    .venv/bin/python benchmarks/book_build.py --smoke    # a one-page book: checks that the benchmark runs
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common  # benchmarks/common.py: scripts here run with benchmarks/ on sys.path
+from common import Result
+
+REPO = Path(__file__).resolve().parents[1]
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+
+SMOKE_PAGE = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+# One page
+
+```{code-cell} ipython3
+from llmcourse import tokens
+tokens.pretokenize("Hello world")
+```
+"""
+
+
+def copy_of_the_book(into: Path, smoke: bool) -> Path:
+    """The committed files (or a one-page book) in `into`, with links to the installed .venv and data/."""
+    book = into / "course"
+    if smoke:
+        (book / "book").mkdir(parents=True)
+        (book / "book" / "page.md").write_text(SMOKE_PAGE)
+        (book / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
+        (book / "_config.yml").write_text("title: smoke\nexclude_patterns: [.cache/*, _build/*]\n"
+                                          "execute:\n  execute_notebooks: cache\n"
+                                          "  cache: .cache/jupyter\n")
+        return book
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        target = book / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_file():
+            shutil.copy2(REPO / name, target)
+    for name in (".venv", "data"):
+        (book / name).symlink_to(REPO / name)
+    return book
+
+
+def build(book: Path, env: dict) -> float:
+    """Seconds of one `jupyter-book build` (with the warnings-as-errors flags of `make book`)."""
+    started = time.perf_counter()
+    proc = subprocess.run([str(JUPYTER_BOOK), "build", ".", "--builder", "html", "-W", "-n", "--keep-going"],
+                          cwd=book, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        raise RuntimeError(f"the book did not build:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return seconds
+
+
+def run(smoke: bool = False) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="llmcourse-bench-book-") as tmp:
+        book = copy_of_the_book(Path(tmp), smoke)
+        env = {**os.environ, "LLMCOURSE_CACHE": str(Path(tmp) / "artefacts")}
+        cold = build(book, env)
+        warm = build(book, env)
+    what = "a one-page book (smoke)" if smoke else "the whole book, `jupyter-book build` as in `make book`"
+    return [Result("book", f"cold build: {what}, nothing cached", cold, unit="s", higher_is_better=False),
+            Result("book", f"warm build: {what}, the same build again", warm, cold, "the cold build", "s",
+                   higher_is_better=False)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    print(common.machine())
+    print(common.table(run(args.smoke)))
+
+
+if __name__ == "__main__":
+    main()
