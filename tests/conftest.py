@@ -18,12 +18,45 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
+# The book's cold build is the longest single step of the suite (every chapter executes, demo models train), and
+# most of it runs on one core: it starts in the background as soon as the tests are collected, the tests that
+# need it run last, and the others run meanwhile on the other core.
+BOOK_MODULES = {"test_book", "test_browser", "test_kit"}
+BOOK_COMMAND = [str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--builder", "html", "-W", "-n",
+                "--keep-going"]
+_background: dict = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests of BOOK_MODULES go last, and the book starts building now (unless only collecting)."""
+    needs = [item for item in items if getattr(item.module, "__name__", "") in BOOK_MODULES]
+    if not needs or config.option.collectonly:
+        return
+    items[:] = [item for item in items if getattr(item.module, "__name__", "") not in BOOK_MODULES] + needs
+    (REPO / "_build").mkdir(exist_ok=True)
+    _background["log"] = log = open(REPO / "_build" / "book-build.log", "w")
+    _background["proc"] = subprocess.Popen(BOOK_COMMAND, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def pytest_unconfigure(config):
+    proc = _background.pop("proc", None)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        proc.wait()
+
+
 def build_book() -> Path:
-    """Build the book as `make book` does (execution is cached); fails the test with the build's log if it fails."""
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--builder", "html", "-W", "-n",
-           "--keep-going"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, "the book does not build:\n" + (result.stdout + result.stderr)[-6000:]
+    """Build the book as `make book` does (execution is cached); fails the test with the build's log if it fails.
+    The first call waits for the build started in the background at collection."""
+    proc = _background.pop("proc", None)
+    if proc is not None:
+        code = proc.wait()
+        _background["log"].close()
+        output = (REPO / "_build" / "book-build.log").read_text(errors="replace")
+    else:
+        result = subprocess.run(BOOK_COMMAND, cwd=REPO, capture_output=True, text=True)
+        code, output = result.returncode, result.stdout + result.stderr
+    assert code == 0, "the book does not build:\n" + output[-6000:]
     return REPO / "_build" / "html"
 
 
