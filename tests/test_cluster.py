@@ -87,12 +87,23 @@ class LocalCluster:
         return None
 
     def kill(self, name: str) -> None:
-        """SIGKILL a worker and everything it started, as when its machine is lost."""
+        """SIGKILL a worker and everything it started, as when its machine is lost; then remove the folder it
+        graded in (a lost machine takes it along)."""
         below = self.descendants(name)
         self.procs[name].kill()
         self.procs[name].wait()
+        folders = set()
         for proc in below:
+            try:
+                argv = proc.cmdline()
+                if WORKER_MODULE in argv:  # its course folder: WORK/students/sN
+                    folders.add(Path(argv[argv.index(WORKER_MODULE) + 1]).parents[1])
+            except psutil.Error:
+                pass
             _kill(proc)
+        for folder in folders:
+            if folder.name.startswith("llmcourse-worker-"):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def stop(self) -> None:
         for name in [n for n in self.procs if n != "scheduler"] + ["scheduler"]:

@@ -40,6 +40,7 @@ from llmcourse.grading.autograde import (UID_BLOCK, GradingEnvironmentError, Row
 from llmcourse.grading.course import REPO
 
 RETRIES = 2  # runs of a task that raised (a worker's disk full, a lost file), besides the first, on any worker
+AHEAD = 4  # notebooks sent ahead per worker thread (the rest wait here, not in the scheduler's memory)
 WAIT_FOR_WORKERS = 600  # seconds the coordinator waits for a first worker (a cluster that is still scaling up)
 STACK = ("nbgrader", "nbclient", "nbformat", "ipykernel", "torch", "numpy")  # what grading runs on, in the version
 
@@ -74,7 +75,8 @@ def course_label(root: Path = REPO) -> str:
 
 def mismatch(worker: str, theirs: str, ours: str) -> str:
     """What the instructor reads when a worker's course is not the coordinator's."""
-    return (f"The Dask worker {worker} has another version of the course: {theirs}, where the machine running `llmcourse grade` has {ours}. "
+    return (f"The Dask worker {worker} has another version of the course: {theirs}, where the machine running "
+            f"`llmcourse grade` has {ours}. "
             "Its grades could differ, so nothing was graded by it and the batch stopped. Install the same commit of "
             "the course, in the same pinned environment (`make venv`), on every worker and on this machine, restart "
             "those workers (or remove that one from the cluster), then run the same command again: the students "
@@ -84,7 +86,8 @@ def mismatch(worker: str, theirs: str, ours: str) -> str:
 # --- the coordinator --------------------------------------------------------------------------------------
 
 
-def grade_on_cluster(scheduler, students: list[Path], batch: dict, progress: bool = True) -> list[tuple[Row, str | None]]:
+def grade_on_cluster(scheduler, students: list[Path], batch: dict,
+                     progress: bool = True) -> list[tuple[Row, str | None]]:
     """Grade the `students` folders on the cluster of `scheduler` (an address such as tcp://host:8786, or a
     `distributed.Client`); returns (row, feedback page or None) for each, as `autograde._grade_here` does."""
     distributed = _distributed()
@@ -100,21 +103,30 @@ def grade_on_cluster(scheduler, students: list[Path], batch: dict, progress: boo
     if not todo:
         return results
     client = scheduler if isinstance(scheduler, distributed.Client) else _connect(distributed, scheduler)
+    futures: dict = {}
     try:
         _check_workers(client, ours, course_label(batch["root"]))
-        run = uuid.uuid4().hex[:8]
-        futures = {client.submit(grade_remote, row.student, data, batch["assignment"], batch["limits"], ours,
-                                 key=f"llmcourse-grade-{batch['assignment']}-{run}-{i}", retries=RETRIES, pure=False):
-                   (row, data) for i, (row, data) in enumerate(todo)}
-        try:
-            done = tqdm(distributed.as_completed(futures), total=len(futures), unit="student",
-                        desc=f"grading {batch['assignment']} on {client.scheduler.address}", disable=not progress)
-            for future in done:
-                row, data = futures[future]
+        running, waiting, run = distributed.as_completed(loop=client.loop), iter(enumerate(todo)), uuid.uuid4().hex[:8]
+
+        def submit_more() -> None:  # a few notebooks per worker thread in flight, not the whole class in memory
+            room = AHEAD * max(sum(client.nthreads().values()), 1) - running.count()  # none: wait for one
+            for i, (row, data) in itertools.islice(waiting, max(room, 0)):
+                future = client.submit(grade_remote, row.student, data, batch["assignment"], batch["limits"], ours,
+                                       key=f"llmcourse-grade-{batch['assignment']}-{run}-{i}", retries=RETRIES,
+                                       pure=False)
+                futures[future] = row, data
+                running.add(future)
+
+        submit_more()
+        with tqdm(total=len(todo), desc=f"grading {batch['assignment']} on {client.scheduler.address}",
+                  unit="student", disable=not progress) as bar:
+            for future in running:
+                row, data = futures.pop(future)
                 results.append(keep(data, *_outcome(future, row, distributed), batch))
-        finally:
-            client.cancel(list(futures))
+                bar.update()
+                submit_more()
     finally:
+        client.cancel(list(futures))
         if client is not scheduler:
             client.close()
     return results
