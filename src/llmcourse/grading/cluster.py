@@ -174,9 +174,9 @@ def _outcome(future, row: Row, distributed) -> tuple[Row, str | None]:
         err = future.exception()
         row.score = None
         if isinstance(err, distributed.KilledWorker):
-            row.status = (f"not graded: grading failed on {err.allowed_failures + 1} workers (each died while it "
-                          "graded this notebook: it may exhaust a machine's memory, or the workers are unstable); "
-                          "run the command again to regrade it")
+            row.status = (f"not graded: the worker grading it died {err.allowed_failures + 1} times (on as many "
+                          "workers, or restarts of one: the notebook may exhaust a machine's memory, or the workers "
+                          "are unstable); run the command again to regrade it")
         else:
             row.status = (f"not graded: grading failed on the cluster {RETRIES + 1} times "
                           f"({type(err).__name__}: {err})")[:500]
