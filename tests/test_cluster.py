@@ -57,7 +57,8 @@ class LocalCluster:
     def add_worker(self, name: str, pythonpath: Path = REPO / "src") -> None:
         """A worker process without a nanny (a killed worker stays dead), one thread: one notebook at a time."""
         self._start(name, ["worker", self.address, "--name", name, "--nthreads", "1", "--no-nanny",
-                           "--host", "127.0.0.1", "--no-dashboard"], pythonpath)
+                           "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(self.logs / name)],
+                    pythonpath)
 
     def wait_for(self, workers: int) -> None:
         from distributed import Client

@@ -203,10 +203,10 @@ def grade_remote(student: str, data: bytes, assignment: str, limits, expected: s
     another course than the coordinator's or fails its canary. Runs the same function as a local run."""
     from distributed import get_worker
 
-    here = get_worker().address
+    worker = get_worker()
     if course_version(REPO) != expected:
-        return "refused", mismatch(here, course_label(REPO), expected)
-    setting = _worker_setting(assignment, limits, here)
+        return "refused", mismatch(worker.address, course_label(REPO), expected)
+    setting = _worker_setting(assignment, limits, worker.address, worker.local_directory)
     if isinstance(setting, str):
         return "refused", setting
     row = Row(student, assignment, max_score=sum(c.points for c in setting["cells"]))
@@ -214,16 +214,17 @@ def grade_remote(student: str, data: bytes, assignment: str, limits, expected: s
     return "graded", row, html
 
 
-def _worker_setting(assignment: str, limits, here: str) -> dict | str:
+def _worker_setting(assignment: str, limits, here: str, scratch: str) -> dict | str:
     """The batch prepared from this worker's own installation, once per process, after its canary; or why this
-    worker cannot grade (kept, so that every later task is refused at once)."""
+    worker cannot grade (kept, so that every later task is refused at once). Prepared in the worker's own scratch
+    folder, which Dask removes when the worker stops, or when the next worker starts after it was killed."""
     with _PREPARING:
         if (assignment, repr(limits)) in _SETTINGS:
             return _SETTINGS[assignment, repr(limits)]
         if not (REPO / "solutions" / assignment).is_dir():
             _SETTINGS[assignment, repr(limits)] = f"The Dask worker {here} has no assignment '{assignment}'."
             return _SETTINGS[assignment, repr(limits)]
-        work = Path(tempfile.mkdtemp(prefix="llmcourse-worker-"))
+        work = Path(tempfile.mkdtemp(prefix="llmcourse-worker-", dir=scratch))
         atexit.register(shutil.rmtree, work, ignore_errors=True)
         source = next((REPO / "solutions" / assignment).glob("*.ipynb"))
         source_nb = nbformat.read(source, as_version=4)
