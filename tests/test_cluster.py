@@ -19,10 +19,9 @@ from pathlib import Path
 
 import nbformat
 import psutil
-import pytest
 
 from conftest import REPO, plant, planted_for
-from llmcourse import grading
+from llmcourse import cli, grading
 from llmcourse.grading import cluster
 from llmcourse.grading.autograde import CANARY
 
@@ -202,7 +201,8 @@ def local_graded(rows) -> list[str]:
     return sorted(r.student for r in rows if r.status.startswith("graded"))
 
 
-def test_a_worker_with_another_course_is_refused(tmp_path):
+def test_a_worker_with_another_course_is_refused(tmp_path, capsys):
+    """`llmcourse grade --scheduler` stops with status 3 and a message naming the worker and both versions."""
     other = tmp_path / "other"
     shutil.copytree(REPO / "src", other / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "solutions", other / "solutions")
@@ -212,9 +212,10 @@ def test_a_worker_with_another_course_is_refused(tmp_path):
     with local_cluster(tmp_path / "cluster") as dask:
         dask.add_worker("old", pythonpath=other / "src")
         dask.wait_for(1)
-        with pytest.raises(grading.GradingEnvironmentError) as err:
-            grading.grade(subs, ASSIGNMENT, out=tmp_path / "grades.csv", scheduler=dask.address, progress=False)
-    message = str(err.value)
+        status = cli.main(["grade", str(subs), "--assignment", ASSIGNMENT, "--out", str(tmp_path / "grades.csv"),
+                           "--scheduler", dask.address])
+    message = capsys.readouterr().err
+    assert status == 3, message
     ours = cluster.course_version(REPO)
     assert "has another version of the course" in message and ours in message, message
     theirs = set(re.findall(r"\b[0-9a-f]{16}\b", message)) - {ours}
