@@ -1,8 +1,9 @@
 """The instructor's half of llmcourse: release exercises, grade submissions, and what grading needs.
 
 One module per verb: `course` (where things are, nbgrader settings), `release`, `autograde` (`llmcourse
-grade`), `judge` (the trusted comparison outside the kernel), `sandbox` (the student's kernel), `stubs`
-(llmcourse with the graded functions stubbed), `feedback`. The checks that test cells call live beside it
+grade`), `cluster` (the same grading on a Dask cluster's workers: `--scheduler`), `judge` (the trusted comparison
+outside the kernel), `sandbox` (the student's kernel), `stubs` (llmcourse with the graded functions stubbed),
+`feedback`. The checks that test cells call live beside it
 in `llmcourse.checks`.
 
 Explained in: README.md, sections "Authors", "Instructors: grading" and "How grading works".

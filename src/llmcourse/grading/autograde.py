@@ -105,7 +105,7 @@ KERNEL_PYTHON = sys.executable  # the interpreter of the grading kernels (tests 
 
 def grade(submissions: Path, assignment: str, out: Path | None = None, feedback: Path | None = None,
           root: Path = REPO, jobs: int | None = None, force: bool = False, limits: Limits | None = None,
-          cache: Path | None = None, progress: bool = True) -> list[Row]:
+          cache: Path | None = None, progress: bool = True, scheduler=None) -> list[Row]:
     """Autograde `submissions/<student>/<any name>.ipynb` for `assignment`; write grades.csv and feedback.
 
     First the instructor's own solution is graded through the same path (the canary): unless it gets full
@@ -113,6 +113,10 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     student folder gets a row. Each notebook runs in its own sandboxed kernel (`llmcourse.grading.sandbox`);
     points come from `llmcourse.grading.judge`, outside the kernel. Unchanged submissions are taken from the
     cache unless `force`. The submissions folder is only read, and only its regular files.
+
+    With `scheduler` (a Dask scheduler's address, or a `distributed.Client`), the students are graded by that
+    cluster's workers, each from its own installation of the course (`llmcourse.grading.cluster`); the rows, CSV,
+    feedback and cache are the same.
     """
     limits = limits or Limits()
     submissions = Path(submissions).resolve()
@@ -127,26 +131,17 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     cache = Path(cache).resolve() if cache else base / ".llmcourse-grade-cache" / assignment
     ours = {p for p in (cache, Path(feedback).resolve() if feedback else None, base) if p}
     students, refused = _student_folders(submissions, assignment, ours)
-    version = _version(source, limits, root)
-    work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
-    try:
-        template, cases = _prepare(work, root, assignment, source_nb, cells)
-        setting = dict(uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000),
-                       work=work, template=template, assignment=assignment, source=source, source_nb=source_nb,
-                       cells=cells, cases=cases, limits=limits, cache=cache, version=version, force=force, root=root,
-                       locked=_locked_digests(source_nb), reach=_reach(),
-                       hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
-                                              root / "tests", work, submissions, cache) if p.exists()])
-        _canary(source, len(students), setting)
-        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-            futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
-            done = tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", unit="student",
-                        disable=not progress)
-            results = [f.result() for f in done] + [(row, None) for row in refused]
-        for row in refused:
-            row.max_score = sum(c.points for c in cells)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    batch = dict(assignment=assignment, source=source, source_nb=source_nb, cells=cells, limits=limits, cache=cache,
+                 force=force, root=root)
+    if scheduler is not None:  # Dask is imported only here: a local run needs none of it
+        from llmcourse.grading.cluster import grade_on_cluster
+
+        results = grade_on_cluster(scheduler, students, batch, progress)
+    else:
+        results = _grade_here(students, batch, [submissions, cache], jobs, progress)
+    for row in refused:
+        row.max_score = sum(c.points for c in cells)
+    results += [(row, None) for row in refused]
     results.sort(key=lambda r: r[0].student)
     rows = [row for row, _ in results]
     if out:
@@ -160,6 +155,35 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
                 (feedback / f"{row.student}.html").write_text(page, encoding="utf-8")
         copy_mathjax(feedback / "mathjax")
     return rows
+
+
+def _grade_here(students: list[Path], batch: dict, hide: list[Path], jobs: int | None,
+                progress: bool) -> list[tuple[Row, str | None]]:
+    """Grade the students on this machine, `jobs` at a time, after the canary."""
+    work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
+    try:
+        setting = batch_setting(work, batch, hide)
+        _canary(batch["source"], len(students), setting)
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+            futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
+            done = tqdm(as_completed(futures), total=len(futures), desc=f"grading {batch['assignment']}",
+                        unit="student", disable=not progress)
+            return [f.result() for f in done]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def batch_setting(work: Path, batch: dict, hide: list[Path]) -> dict:
+    """What every student of a batch is graded with: the batch (assignment, source, cells, limits, ...), the course
+    prepared in `work` (template, cases, stubbed package), the kernels' user ids, what they must reach and what is
+    hidden from them (the course's private folders, `work` and the paths in `hide`)."""
+    root = batch["root"]
+    template, cases = _prepare(work, root, batch["assignment"], batch["source_nb"], batch["cells"])
+    return dict(batch, uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000), work=work, template=template,
+                cases=cases, version=_version(batch["source"], batch["limits"], root),
+                locked=_locked_digests(batch["source_nb"]), reach=_reach(),
+                hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
+                                       root / "tests", work, *hide) if p and p.exists()])
 
 
 def _student_folders(submissions: Path, assignment: str, ours: set[Path]) -> tuple[list[Path], list[Row]]:
@@ -310,26 +334,49 @@ def _find_notebook(folder: Path) -> tuple[bytes | None, str, str]:
 
 def _grade_one(folder: Path, index: int, s: dict) -> tuple[Row, str | None]:
     """Grade one student: sandboxed autograde, then trusted verdicts and feedback. Never raises."""
-    assignment = s["assignment"]
-    row = Row(folder.name, assignment, max_score=sum(c.points for c in s["cells"]))
+    row, data, known = look_up(folder, s)
+    if known:
+        return known
+    return keep(data, *autograde_safely(folder.name, index, data, row, s), s)
+
+
+def look_up(folder: Path, s: dict) -> tuple[Row, bytes | None, tuple[Row, str | None] | None]:
+    """The student's row to fill and notebook, or a result already known: a row saying why the folder cannot be
+    graded, or the cached grade and feedback of this very notebook (unless `force`)."""
+    row = Row(folder.name, s["assignment"], max_score=sum(c.points for c in s["cells"]))
     data, _, problem = _find_notebook(folder)
     if data is None:
         row.status = problem
         if problem.startswith("not graded"):
             row.score = None
-        return row, None
-    key = hashlib.sha256(s["version"].encode() + data).hexdigest()
-    cached = s["cache"] / f"{hashlib.sha256(folder.name.encode()).hexdigest()[:16]}.json"
+        return row, None, (row, None)
+    key, cached = _cache_entry(row.student, data, s)
     if not s["force"] and cached.exists():
         saved = json.loads(cached.read_text())
         if saved.get("key") == key:
-            return Row.from_dict(saved["row"]), saved["html"]
+            return row, data, (Row.from_dict(saved["row"]), saved["html"])
+    return row, data, None
+
+
+def _cache_entry(student: str, data: bytes, s: dict) -> tuple[str, Path]:
+    """The key of a notebook's grade (the notebook and the batch's version) and the file that keeps it."""
+    key = hashlib.sha256(s["version"].encode() + data).hexdigest()
+    return key, s["cache"] / f"{hashlib.sha256(student.encode()).hexdigest()[:16]}.json"
+
+
+def autograde_safely(student: str, index: int, data: bytes, row: Row, s: dict) -> tuple[Row, str | None]:
+    """`_autograde`, where a bug of ours must not stop the batch, nor give a zero: the row says what happened."""
     try:
-        row, html = _autograde(folder.name, index, data, row, s)
-    except Exception as err:  # a bug of ours must not stop the batch, nor give a zero: the row says what happened
+        return _autograde(student, index, data, row, s)
+    except Exception as err:
         row.score, row.status = None, f"not graded: grading error ({type(err).__name__}: {err})"[:500]
         return row, None
-    if row.clean:  # a kernel that died, a time limit, a machine fault: never kept, graded afresh next time
+
+
+def keep(data: bytes, row: Row, html: str | None, s: dict) -> tuple[Row, str | None]:
+    """Cache a clean grade; a kernel that died, a time limit, a machine fault: never kept, graded afresh next time."""
+    if row.clean:
+        key, cached = _cache_entry(row.student, data, s)
         s["cache"].mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "row": asdict(row), "html": html}))
