@@ -320,8 +320,9 @@ def cached(fn: Callable, **config: Any) -> Any:
 # --- trained weights shipped with the package ---------------------------------------------------------------
 
 def toy_path(fn: Callable) -> Path:
-    """Where the weights that `fn` trains ship: llmcourse/toys/<module>.pt (`ioi.train` -> toys/ioi.pt)."""
-    return TOYS_DIR / f"{fn.__module__.rsplit('.', 1)[-1]}.pt"
+    """Where the weights that `fn` trains ship: llmcourse/toys/<module>.pt (`ioi.train` -> toys/ioi.pt). A wrapped
+    `fn` (the student kit records calls through wrappers) counts as the function it wraps."""
+    return TOYS_DIR / f"{inspect.unwrap(fn).__module__.rsplit('.', 1)[-1]}.pt"
 
 
 def ship(fn: Callable, **config: Any) -> Path:
