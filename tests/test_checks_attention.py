@@ -181,3 +181,22 @@ def test_value_size_and_transposed_weights_are_named():
          "    return merge_heads(out) @ w_o.T, weights\n", ns)
     with pytest.raises(AssertionError, match="not x @ w_q.T"):
         checks.check_multi_head_attention(ns["multi_head_attention"])
+
+
+def test_name_mover_in_model_is_graded_by_effect(capsys):
+    """Any head whose ablation costs the trained model at least half of what the costliest head's does passes,
+    whatever rule found it; every other head fails with what switching it off costs."""
+    from llmcourse import ioi
+
+    drop = ioi.toy_head_effects()["drop"]
+    for layer in range(2):
+        for head in range(4):
+            answer = lambda attention, io_pos, s_pos, end, got=(layer, head): got  # noqa: E731
+            if drop[layer, head] >= 0.5 * drop.max():
+                checks.check_find_name_mover_in_model(answer)
+            else:
+                with pytest.raises(AssertionError, match=rf"returned head {layer}\.{head}, but switching it off"):
+                    checks.check_find_name_mover_in_model(answer)
+    assert "✓" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="not a head of the trained model"):
+        checks.check_find_name_mover_in_model(lambda *args: (2, 0))

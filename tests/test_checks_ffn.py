@@ -131,3 +131,20 @@ def test_fact_memories_without_relu_is_named():
         return torch.topk((x @ W1 + b1) * (W2 @ U[answer]), k).indices.tolist()
     with pytest.raises(AssertionError, match="apply the ReLU first"):
         checks.check_find_fact_memories(pre_activation)
+
+
+def test_memories_in_model_are_graded_by_effect(capsys):
+    """Another choice that erases the fact as well passes (here: the top memories of the last layer alone); memories
+    that change nothing fail with the probabilities; a (memory, layer) order is named."""
+    def last_layer(inputs, k):
+        a = torch.relu(inputs["x"][1] @ inputs["W1"][1] + inputs["b1"][1])
+        return [(1, i) for i in torch.topk(a * (inputs["W2"][1] @ inputs["directions"][1]), k).indices.tolist()]
+
+    checks.check_find_memories_in_model(last_layer)
+    assert "✓" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match=r"p\(Warsaw\) goes from 0\.99\d to 0\.9\d\d"):
+        checks.check_find_memories_in_model(lambda inputs, k: [(0, i) for i in range(k)])
+    with pytest.raises(AssertionError, match=r"look like \(memory, layer\) pairs"):
+        checks.check_find_memories_in_model(lambda inputs, k: [(i + 7, i % 2) for i in range(k)])
+    with pytest.raises(AssertionError, match="list of \\(layer, memory\\) pairs"):
+        checks.check_find_memories_in_model(lambda inputs, k: list(range(k)))

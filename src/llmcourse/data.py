@@ -25,6 +25,7 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("LLMCOURSE_DATA", REPO / "data"))
 CACHE_DIR = Path(os.environ.get("LLMCOURSE_CACHE", REPO / ".cache" / "llmcourse"))
+TOYS_DIR = Path(__file__).resolve().parent / "toys"  # small trained weights that ship inside the package
 
 
 class MissingAsset(RuntimeError):
@@ -314,3 +315,54 @@ def cached(fn: Callable, **config: Any) -> Any:
         tmp.write_bytes(pickle.dumps(result))
         tmp.replace(path)
     return result
+
+
+# --- trained weights shipped with the package ---------------------------------------------------------------
+
+def toy_path(fn: Callable) -> Path:
+    """Where the weights that `fn` trains ship: llmcourse/toys/<module>.pt (`ioi.train` -> toys/ioi.pt). A wrapped
+    `fn` (the student kit records calls through wrappers) counts as the function it wraps."""
+    return TOYS_DIR / f"{inspect.unwrap(fn).__module__.rsplit('.', 1)[-1]}.pt"
+
+
+def ship(fn: Callable, **config: Any) -> Path:
+    """Save the weights of `cached(fn, **config)` (trained if not cached) into the package, for `shipped`.
+
+    The file holds {"key": `cache_key(fn, config)`, "config": the model's config, "state": its weights}: a test
+    retrains with the same config and compares, so that the file cannot go stale when the training code changes.
+    Run `python -m llmcourse.data` to rewrite every shipped model.
+    """
+    import torch
+
+    result = cached(fn, **config)
+    path = toy_path(fn)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().clone().contiguous() for name, tensor in result["state"].items()}
+    torch.save({"key": cache_key(fn, config), "config": result["config"], "state": state}, path)
+    return path
+
+
+def shipped(fn: Callable, **config: Any) -> dict:
+    """The trained weights that `ship(fn, **config)` saved with the package: {"key", "config", "state"}, what the
+    chapters' `trained_model` loads. Read in a second, offline, in the grading kernel and the student kit too."""
+    import torch
+
+    path = toy_path(fn)
+    if not path.exists():
+        raise MissingAsset(f"{path} is missing: run `python -m llmcourse.data` in the course's repository to train "
+                           "and save the shipped models.")
+    return torch.load(path, weights_only=True)
+
+
+SHIPPED = ["ioi", "facts"]  # modules whose `train(**CHAPTER_CONFIG)` ships: exercises 03 and 04 open these models
+
+
+def ship_all() -> list[Path]:
+    """`ship` every model of SHIPPED with its chapter's config (a few minutes when they are not cached)."""
+    modules = [importlib.import_module(f"llmcourse.{name}") for name in SHIPPED]
+    return [ship(module.train, **module.CHAPTER_CONFIG) for module in modules]
+
+
+if __name__ == "__main__":
+    for written in ship_all():
+        print(f"wrote {written} ({written.stat().st_size / 1024:.0f} KiB)")

@@ -10,6 +10,7 @@ Explained in chapter 04_ffn_memory.
 """
 from __future__ import annotations
 
+import functools
 import random
 
 import torch
@@ -263,3 +264,73 @@ def erasure_curve(country: str = "Poland", ks: tuple[int, ...] = tuple(range(0, 
     model = trained_model(cached(train, **config))
     order = ffn.top_memories(fact_attribution(model, country), max(ks))
     return {"ks": list(ks), "curve": [erasure(model, country, order[:k]) for k in ks]}
+
+
+# --- exercise 04's last task: the fact's memories in the trained model ----------------------------------------
+
+def toy_model() -> TinyGPT:
+    """Chapter 04's trained model (`train(**CHAPTER_CONFIG)`), from the weights shipped in llmcourse/toys/: no
+    training, no cache. Explained in chapter 04_ffn_memory."""
+    from llmcourse.data import shipped
+    return trained_model(shipped(train, **CHAPTER_CONFIG))
+
+
+def memory_inputs(country: str, relation: str = "capital") -> dict:
+    """What decides each memory's contribution to the answer after "The capital of <country> is" in `toy_model`,
+    at the last position, layer by layer: the input of exercise 04's last task.
+
+    {"country", "answer" (token id), "x": (n_layers, d_model) each FFN's input (after its LayerNorm), "W1":
+    (n_layers, d_model, d_ff), "b1": (n_layers, d_ff), "W2": (n_layers, d_ff, d_model) in the x @ W orientation,
+    "directions": (n_layers, d_model) the gradient of the answer's logit (minus the mean logit, as in
+    `ffn.memory_attribution`) with respect to each FFN's output: what a vector added there does to the answer,
+    through the later layers}. Explained in chapter 04_ffn_memory.
+    """
+    model = toy_model()
+    prompt = fact_prompts(relation, [country])
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    handles = [block.mlp.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0], output)))
+               for block in model.blocks]
+    answer = int(prompt["answers"][0])
+    try:
+        with torch.enable_grad():
+            logits = model(prompt["tokens"])[0, -1]                           # (vocab,)
+            directions = torch.autograd.grad(logits[answer] - logits.mean(), [out for _, out in seen])
+    finally:
+        for handle in handles:
+            handle.remove()
+    weights = [ffn.linear_weights(block.mlp) for block in model.blocks]       # (W1, b1, W2, b2) per layer
+    return {"country": country, "answer": answer,
+            "x": torch.stack([x[0, -1] for x, _ in seen]).detach(),
+            "W1": torch.stack([w[0] for w in weights]).detach(), "b1": torch.stack([w[1] for w in weights]).detach(),
+            "W2": torch.stack([w[2] for w in weights]).detach(),
+            "directions": torch.stack([g[0, -1] for g in directions])}
+
+
+def top_fact_memories(inputs: dict, k: int) -> list[tuple[int, int]]:
+    """The k (layer, memory) pairs that raise the answer's logit most, over all the layers, largest first.
+
+    inputs: `memory_inputs`' dict. Memory i of layer l adds a_li * (W2_l[i] . directions_l), its key activation
+    times how much its value, written there, raises the answer: `ffn.fact_memories` with the unembedding row
+    replaced by each layer's direction (equal to `ffn.memory_attribution` at the last position).
+    Explained in chapter 04_ffn_memory.
+    """
+    activations = torch.relu(torch.einsum("ld,ldf->lf", inputs["x"], inputs["W1"]) + inputs["b1"])  # (n_layers, d_ff)
+    alignment = torch.einsum("lfd,ld->lf", inputs["W2"], inputs["directions"])                       # (n_layers, d_ff)
+    return ffn.top_memories(activations * alignment, k)
+
+
+def erasure_effects(country: str, choices: list[list[tuple[int, int]]]) -> list[dict]:
+    """`erasure` of the country's capital in `toy_model` with each choice of (layer, memory) pairs switched off (in
+    every position): one dict per choice, in order. Explained in chapter 04_ffn_memory."""
+    return [dict(_erasure(country, tuple((int(layer), int(memory)) for layer, memory in chosen))) for chosen in choices]
+
+
+@functools.lru_cache(maxsize=256)
+def _erasure(country: str, memories: tuple[tuple[int, int], ...]) -> dict:
+    """`erasure` on `toy_model`, remembered: a grader measures the same choices for many students."""
+    return erasure(_toy_model(), country, list(memories))
+
+
+@functools.lru_cache(maxsize=1)
+def _toy_model() -> TinyGPT:
+    return toy_model()

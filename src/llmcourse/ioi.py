@@ -10,6 +10,7 @@ Explained in chapter 03_attention.
 """
 from __future__ import annotations
 
+import functools
 import random
 
 import torch
@@ -143,6 +144,17 @@ def trained_model(result: dict) -> TinyTransformer:
     return model.eval()
 
 
+# chapter 03's model, which exercise 03_attention opens too (its weights ship with the package: `toy_model`)
+CHAPTER_CONFIG = dict(n_layers=2, n_heads=4, d_model=64, steps=2000, batch_size=64, lr=3e-3, induction=0.25, seed=0)
+
+
+def toy_model() -> TinyTransformer:
+    """Chapter 03's trained model (`train(**CHAPTER_CONFIG)`), from the weights shipped in llmcourse/toys/: no
+    training, no cache. Explained in chapter 03_attention."""
+    from llmcourse.data import shipped
+    return trained_model(shipped(train, **CHAPTER_CONFIG))
+
+
 # --- measuring and opening the model -------------------------------------------------------------------
 
 @torch.no_grad()
@@ -220,17 +232,59 @@ def pattern_scores(model: TinyTransformer, n: int = 200, seed: int = 0, length: 
             "induction": attn[..., pos, pos - length + 1].mean((0, -1))}
 
 
-def name_mover(attention: torch.Tensor, io_pos: torch.Tensor, s_pos: torch.Tensor) -> tuple[int, int]:
-    """The head whose last position attends most to the indirect object, beyond what it gives the subject.
+def name_mover(attention: torch.Tensor, io_pos: torch.Tensor, s_pos: torch.Tensor,
+               end: torch.Tensor | None = None) -> tuple[int, int]:
+    """The head whose final "to" attends most to the indirect object, beyond what it gives the subject.
 
     attention: (n_prompts, n_layers, n_heads, seq, seq) weights (query row, key column); io_pos, s_pos: (n_prompts,)
-    positions of the IO and of the subject's first mention. Returns (layer, head). Explained in chapter 03_attention.
+    positions of the IO and of the subject's first mention; end: (n_prompts,) position of each sentence's final
+    "to" (default: the last position, for sentences all cut there). Returns (layer, head).
+    Explained in chapter 03_attention.
     """
     rows = torch.arange(attention.shape[0])
-    last = attention[rows, :, :, -1]                             # (n_prompts, n_layers, n_heads, seq): last query's weights
+    query = torch.full_like(rows, attention.shape[-2] - 1) if end is None else end
+    last = attention[rows, :, :, query]                          # (n_prompts, n_layers, n_heads, seq): END's weights
     score = (last[rows, :, :, io_pos] - last[rows, :, :, s_pos]).mean(0)  # (n_layers, n_heads)
     layer, head = divmod(int(score.argmax()), score.shape[1])
     return layer, head
+
+
+def toy_attention(n: int = 24, seed: int = 0) -> dict:
+    """The attention weights of chapter 03's trained model (`toy_model`) on n IOI sentences of every template, cut
+    after their final "to" and padded with <pad> to the longest: the input of exercise 03's last task.
+
+    Returns {"attention": (n, n_layers, n_heads, seq, seq), "io_pos", "s_pos" (the subject's first mention), "end"
+    (the final "to"): (n,)}. Explained in chapter 03_attention.
+    """
+    prompts = ioi_prompts(n, seed)
+    width = int(prompts["end"].max()) + 1
+    tokens = prompts["tokens"][:, :width].clone()
+    tokens[torch.arange(width)[None, :] > prompts["end"][:, None]] = PAD   # the answer and what follows: padding
+    model = toy_model()
+    with torch.no_grad():                                        # (not a decorator: the kit's stubs keep those)
+        model(tokens)
+    return {"attention": model.attention(), "io_pos": prompts["io_pos"], "s_pos": prompts["s1_pos"],
+            "end": prompts["end"]}
+
+
+def toy_head_effects(n: int = 500, seed: int = 2024) -> dict:
+    """What switching off each head of chapter 03's trained model costs, as `ablation_table` measures it (output set
+    to zero) on n new IOI sentences: {"logit_diff": the intact model's mean logit(IO) - logit(S), "drop": (n_layers,
+    n_heads), how much lower it is without that head}. Explained in chapter 03_attention."""
+    effects = _head_effects(n, seed)                             # computed once per process: a grader judges many
+    return {"logit_diff": effects["logit_diff"], "drop": effects["drop"].clone()}
+
+
+@functools.lru_cache(maxsize=4)
+def _head_effects(n: int, seed: int) -> dict:
+    model = toy_model()
+    prompts = ioi_prompts(n, seed)
+    intact = evaluate(model, prompts)["logit_diff"]
+    table = ablation_table(model, prompts)
+    drop = torch.zeros(model.config["n_layers"], model.config["n_heads"])
+    for (layer, head), result in table.items():
+        drop[layer, head] = intact - result["logit_diff"]
+    return {"logit_diff": intact, "drop": drop}
 
 
 # --- hand-made attention patterns for the exercise ----------------------------------------------------------

@@ -192,3 +192,47 @@ def find_name_mover(attention, io_pos, s_pos):
         fails=NAME_TESTS, keeps=ATTENTION_TESTS + HEAD_TESTS + MHA_TESTS,
         message="if you scored the first sentence alone"),
 })
+
+IN_MODEL_TESTS = ["test_find_name_mover_in_model", "test_name_mover_in_model_hidden"]
+
+PLANTED.update({
+    "name_mover_in_model_last_row": dict(
+        cell="find_name_mover_in_model",
+        source='''
+def find_name_mover_in_model(attention, io_pos, s_pos, end):
+    n_prompts, n_layers, n_heads = attention.shape[:3]
+    rows = torch.arange(n_prompts)
+    last = attention[:, :, :, -1, :]                      # the last row, padding for the shorter sentences
+    score = (last[rows, :, :, io_pos] - last[rows, :, :, s_pos]).mean(dim=0)
+    best = int(score.argmax())
+    return best // n_heads, best % n_heads
+''',
+        fails=IN_MODEL_TESTS, keeps=ATTENTION_TESTS + HEAD_TESTS + MHA_TESTS + NAME_TESTS,
+        message="You read the last row of every sentence"),
+    "name_mover_in_model_io_only": dict(
+        cell="find_name_mover_in_model",
+        source='''
+def find_name_mover_in_model(attention, io_pos, s_pos, end):
+    n_prompts, n_layers, n_heads = attention.shape[:3]
+    rows = torch.arange(n_prompts)
+    at_end = attention[rows, :, :, end]
+    score = at_end[rows, :, :, io_pos].mean(dim=0)        # the weight on the IO alone
+    best = int(score.argmax())
+    return best // n_heads, best % n_heads
+''',
+        fails=IN_MODEL_TESTS, keeps=ATTENTION_TESTS + HEAD_TESTS + MHA_TESTS + NAME_TESTS,
+        message="That head gives the indirect object the most weight, but about as much to the subject"),
+    "name_mover_in_model_every_query": dict(
+        cell="find_name_mover_in_model",
+        source='''
+def find_name_mover_in_model(attention, io_pos, s_pos, end):
+    n_prompts, n_layers, n_heads = attention.shape[:3]
+    rows = torch.arange(n_prompts)
+    every = attention.mean(dim=3)                         # every query position's weights, averaged
+    score = (every[rows, :, :, io_pos] - every[rows, :, :, s_pos]).mean(dim=0)
+    best = int(score.argmax())
+    return best // n_heads, best % n_heads
+''',
+        fails=IN_MODEL_TESTS, keeps=ATTENTION_TESTS + HEAD_TESTS + MHA_TESTS + NAME_TESTS,
+        message="You averaged the weights of every query position"),
+})

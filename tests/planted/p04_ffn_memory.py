@@ -138,3 +138,47 @@ def ffn(x, W1, b1, W2, b2):
         fails=FFN_TESTS, keeps=MEMORY_TESTS + LATER_TESTS,
         message="uses `torch.nn.Linear`"),
 })
+
+IN_MODEL_TESTS = ["test_find_memories_in_model", "test_memories_in_model_hidden"]
+
+PLANTED.update({
+    "memories_in_model_absolute": dict(
+        cell="find_memories_in_model",
+        source='''
+def find_memories_in_model(inputs, k):
+    scores = []
+    for layer in range(len(inputs["x"])):
+        a = torch.relu(inputs["x"][layer] @ inputs["W1"][layer] + inputs["b1"][layer])
+        scores.append(a * (inputs["W2"][layer] @ inputs["directions"][layer]))
+    scores = torch.stack(scores)
+    best = torch.topk(scores.flatten().abs(), k).indices.tolist()   # the largest effects, whatever their sign
+    return [(i // scores.shape[1], i % scores.shape[1]) for i in best]
+''',
+        fails=IN_MODEL_TESTS, keeps=FFN_TESTS + MEMORY_TESTS + LATER_TESTS,
+        message="You ranked the memories by the size of their contribution, whatever its sign"),
+    "memories_in_model_flat_index": dict(
+        cell="find_memories_in_model",
+        source='''
+def find_memories_in_model(inputs, k):
+    scores = []
+    for layer in range(len(inputs["x"])):
+        a = torch.relu(inputs["x"][layer] @ inputs["W1"][layer] + inputs["b1"][layer])
+        scores.append(a * (inputs["W2"][layer] @ inputs["directions"][layer]))
+    n_layers = len(scores)
+    best = torch.topk(torch.stack(scores).flatten(), k).indices.tolist()
+    return [divmod(i, n_layers) for i in best]                      # flat index -> (layer, memory), wrongly
+''',
+        fails=IN_MODEL_TESTS, keeps=FFN_TESTS + MEMORY_TESTS + LATER_TESTS,
+        message="flat index i is layer i // d_ff and memory i % d_ff"),
+    "memories_in_model_activation_only": dict(
+        cell="find_memories_in_model",
+        source='''
+def find_memories_in_model(inputs, k):
+    a = torch.stack([torch.relu(inputs["x"][layer] @ inputs["W1"][layer] + inputs["b1"][layer])
+                     for layer in range(len(inputs["x"]))])          # how strongly each memory fires, alone
+    best = torch.topk(a.flatten(), k).indices.tolist()
+    return [(i // a.shape[1], i % a.shape[1]) for i in best]
+''',
+        fails=IN_MODEL_TESTS, keeps=FFN_TESTS + MEMORY_TESTS + LATER_TESTS,
+        message="You chose the memories that fire most"),
+})

@@ -13,10 +13,12 @@ from llmcourse.checks.tokens import (check_count_pairs, check_cosine_similarity,
                                      check_merge, check_sinusoidal_positions, check_train_bpe)
 from llmcourse.checks.vectors import (check_analogy, check_evaluate_analogies, check_negative_distribution,  # noqa: F401
                                       check_sgns_gradients, check_sgns_loss, check_train, check_train_step)
-from llmcourse.checks.attention import (check_causal_mask, check_find_name_mover, check_merge_heads,  # noqa: F401
+from llmcourse.checks.attention import (check_causal_mask, check_find_name_mover,  # noqa: F401
+                                        check_find_name_mover_in_model, check_merge_heads,
                                         check_multi_head_attention, check_scaled_dot_product_attention, check_split_heads)
 from llmcourse.checks.ffn import (check_ablate_memories, check_ffn, check_find_fact_memories,  # noqa: F401
-                                  check_key_activations, check_promoted_tokens, check_weighted_values)
+                                  check_find_memories_in_model, check_key_activations, check_promoted_tokens,
+                                  check_weighted_values)
 from llmcourse.checks.gpt import (check_block_forward, check_count_params, check_generate_greedy_cached,  # noqa: F401
                                   check_next_token_distribution, check_sample)
 from llmcourse.checks.train import (check_adam_step, check_cross_entropy, check_linear_softmax_backward,  # noqa: F401

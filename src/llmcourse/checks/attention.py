@@ -328,3 +328,64 @@ def _compare_name_mover(args, got) -> None:
 check_find_name_mover = register(Check(
     name="find_name_mover", reference=ioi.name_mover, cases=_name_mover_cases,
     output=as_head, compare=_compare_name_mover, passed="find_name_mover finds the head that moves the right name."))
+
+
+# --- the name mover of the trained model, graded by effect ----------------------------------------------------
+
+SHARE = 0.5  # the chosen head's ablation must cost at least this share of what the costliest single head's costs
+
+
+def _in_model_cases(seeds=(7,), n: int = 24):
+    """(attention, io_pos, s_pos, end) of chapter 03's trained model on n sentences of every template, padded
+    (`ioi.toy_attention`), one case per seed. On seed 7, reading the last row instead of each sentence's "to"
+    (padding for most of them), scoring the weight on the IO alone and averaging every query position each pick
+    another head."""
+    cases = []
+    for seed in seeds:
+        toy = ioi.toy_attention(n, seed)
+        cases.append((toy["attention"], toy["io_pos"], toy["s_pos"], toy["end"]))
+    return cases
+
+
+def _compare_in_model(args, got) -> None:
+    attn, io_pos, s_pos, end = args
+    n, n_layers, n_heads = attn.shape[:3]
+    if not (0 <= got[0] < n_layers and 0 <= got[1] < n_heads):
+        fail(f"`find_name_mover_in_model` returned {got}, which is not a head of the trained model: it has "
+             f"{n_layers} layers of {n_heads} heads (counted from 0).")
+    effects = ioi.toy_head_effects()
+    drop = effects["drop"]                                       # (n_layers, n_heads): what each head's ablation costs
+    mine, best = float(drop[got]), float(drop.max())
+    if mine >= SHARE * best:
+        return
+    said = (f"`find_name_mover_in_model` returned head {got[0]}.{got[1]}, but switching it off lowers the trained "
+            f"model's logit difference logit(IO) - logit(S) only by {mine:.2f} (from {effects['logit_diff']:.2f}), "
+            f"while one of its heads costs {best:.2f} when switched off: the name mover must cost at least "
+            f"{SHARE:.0%} of that.")
+    sentences = torch.arange(n)
+    head = lambda score: divmod(int(score.argmax()), n_heads)  # noqa: E731
+    weights_to = lambda rows, pos: rows[sentences, :, :, pos].mean(0)  # noqa: E731  (n_layers, n_heads)
+    at_end = attn[sentences, :, :, end]                          # (n, n_layers, n_heads, seq): each sentence's "to"
+    at_last = attn[:, :, :, -1]
+    if got == head(weights_to(at_last, io_pos) - weights_to(at_last, s_pos)):
+        fail(f"{said} You read the last row of every sentence, attention[..., -1, :]. These sentences have different "
+             "lengths and are padded, so the last position is the final \"to\" only for the longest ones: read row "
+             "end[p] of sentence p.")
+    if got == head(weights_to(at_end, io_pos)):
+        fail(f"{said} That head gives the indirect object the most weight, but about as much to the subject: "
+             "score each head by (weight on IO) - (weight on S).")
+    if got in (head(weights_to(at_end, s_pos)), head(weights_to(at_end, s_pos) - weights_to(at_end, io_pos))):
+        fail(f"{said} That head attends to the *subject*; the name mover attends to the indirect object.")
+    every = attn.mean(3)                                         # every query position's weights, averaged
+    if got == head(weights_to(every, io_pos) - weights_to(every, s_pos)):
+        fail(f"{said} You averaged the weights of every query position; only each sentence's final \"to\" "
+             "predicts the name: read row end[p].")
+    fail(f"{said} Score each head by its weight on the IO minus its weight on S, read in row end[p] of each "
+         "sentence p and averaged over the sentences, and return the best (layer, head).")
+
+
+check_find_name_mover_in_model = register(Check(
+    name="find_name_mover_in_model", reference=ioi.name_mover, cases=_in_model_cases,
+    output=as_head, compare=_compare_in_model,
+    passed=f"find_name_mover_in_model finds the trained model's name mover: switching it off costs at least "
+           f"{SHARE:.0%} of what the costliest head costs."))

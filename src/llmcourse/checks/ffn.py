@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmcourse import ffn
+from llmcourse import facts, ffn
 from llmcourse.checks.core import ATOL, Check, as_float_array, as_int_list, compare_arrays, fail, register
 
 # --- shared inputs -----------------------------------------------------------------------------------------
@@ -292,3 +292,103 @@ def _compare_fact(args, got) -> None:
 check_find_fact_memories = register(Check(
     name="find_fact_memories", reference=ffn.fact_memories, cases=_fact_cases, output=as_int_list,
     compare=_compare_fact, passed="find_fact_memories finds the memories whose ablation erases the fact."))
+
+
+# --- the fact's memories in the trained model, graded by effect -----------------------------------------------
+
+FALL = 0.8    # p(answer) must fall by at least this share of what the k largest contributions make it fall
+KEEP = 0.9    # while the model still gets this share of the other capitals and of the filler words right
+
+
+def as_memory_pairs(value: Any, name: str) -> list[tuple[int, int]]:
+    """A plain list of (layer, memory) pairs of ints."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in p) for p in value)
+    if not ok:
+        fail(f"`{name}` should return a list of (layer, memory) pairs of ints, like [(1, 37), (0, 5)], "
+             f"but it returned {type(value).__name__}: {value!r:.80}")
+    return [(int(a), int(b)) for a, b in value]
+
+
+def _model_cases(countries=("Poland",), k: int = 20):
+    """(inputs, k) with `facts.memory_inputs` of chapter 04's trained model, one case per country."""
+    return [(facts.memory_inputs(c), k) for c in countries]
+
+
+def _model_mistakes(inputs: dict, k: int) -> dict[str, list[tuple[int, int]]]:
+    """The k pairs that typical wrong rankings choose, each under its teaching message."""
+    pre = torch.einsum("ld,ldf->lf", inputs["x"].double(), inputs["W1"].double()) + inputs["b1"].double()
+    fires = torch.relu(pre)                                                  # (n_layers, d_ff)
+    points = torch.einsum("lfd,ld->lf", inputs["W2"].double(), inputs["directions"].double())
+    mine = fires * points
+    top = lambda score: ffn.top_memories(score, k)  # noqa: E731
+    return {
+        "You ranked the memories by the size of their contribution, whatever its sign: some of them push the answer "
+        "*down*, and switching those off makes it more likely. Take the largest contributions, not the largest in "
+        "absolute value.": top(mine.abs()),
+        "You took the contributions that push the answer down most: take the largest (torch.topk), not the "
+        "smallest.": top(-mine),
+        "You chose the memories that fire most, but many of their values do not point at the answer: weight each "
+        "activation by W2_l[i] . directions_l.": top(fires),
+        "You chose the memories whose values point at the answer, but many of their keys do not fire on this prompt "
+        "(activation 0), so switching them off changes nothing: multiply by the key activations.": top(points),
+        "You multiplied the *pre-activation* x @ W1 + b1 by the alignment: apply the ReLU first (a memory whose key "
+        "does not fire adds nothing).": top(pre * points),
+    }
+
+
+def _check_pairs(got: list[tuple[int, int]], k: int, n_layers: int, d_ff: int) -> None:
+    name = "find_memories_in_model"
+    if len(got) != k:
+        fail(f"`{name}` returned {len(got)} pairs, expected k = {k}.")
+    if len(set(got)) != k:
+        fail(f"`{name}` returned the same (layer, memory) pair twice: {got!r:.120}")
+    if all(0 <= layer < n_layers and 0 <= memory < d_ff for layer, memory in got):
+        return
+    swapped = (" They look like (memory, layer) pairs: return (layer, memory)."
+               if all(0 <= layer < d_ff and 0 <= memory < n_layers for layer, memory in got) else "")
+    fail(f"`{name}` returned {got[:3]}..., which are not memories of a model with {n_layers} layers of {d_ff} "
+         f"memories (layers count from 0 to {n_layers - 1}, memories from 0 to {d_ff - 1}).{swapped} If you ranked "
+         f"the flattened (n_layers, d_ff) scores, flat index i is layer i // d_ff and memory i % d_ff.")
+
+
+def _compare_model(args, got) -> None:
+    inputs, k = args
+    n_layers, d_ff = len(inputs["x"]), inputs["W1"].shape[-1]
+    _check_pairs(got, k, n_layers, d_ff)
+    country = inputs["country"]
+    best = sorted(facts.top_fact_memories(inputs, k))
+    mistakes = {m: sorted(pairs) for m, pairs in _model_mistakes(inputs, k).items()}
+    choices = [[], best] + [c for c in mistakes.values() if c != best]      # one call, so the kit can replay it
+    effects = facts.erasure_effects(country, choices)
+    mine = sorted(got)
+    effect = effects[choices.index(mine)] if mine in choices else facts.erasure_effects(country, [mine])[0]
+    intact, reference = effects[0], effects[1]
+    fell, needed = intact["p"] - effect["p"], FALL * (intact["p"] - reference["p"])
+    if fell >= needed and effect["other capitals"] >= KEEP and effect["filler"] >= KEEP:
+        return
+    capital = facts.COUNTRIES[country][0]
+    said = (f"`find_memories_in_model` for {country}: with your {k} memories switched off, p({capital}) goes from "
+            f"{intact['p']:.3f} to {effect['p']:.3f}; the {k} memories of largest contribution take it to "
+            f"{reference['p']:.3f}, and yours must achieve at least {FALL:.0%} of that fall.")
+    if fell >= needed:
+        fail(f"`find_memories_in_model` for {country}: your {k} memories erase {capital}, but the model also "
+             f"loses the rest: it now gets {effect['other capitals']:.0%} of the other capitals and "
+             f"{effect['filler']:.0%} of the filler words right (at least {KEEP:.0%} of each must stay). Choose the "
+             "memories that raise this answer, not the ones that matter everywhere.")
+    for message, pairs in mistakes.items():
+        if mine == pairs:
+            fail(f"{said} {message}")
+    fail(f"{said} Score memory i of layer l by its key activation times W2_l[i] . directions_l, and return the k "
+         "largest over all the layers as (layer, memory) pairs.")
+
+
+check_find_memories_in_model = register(Check(
+    name="find_memories_in_model", reference=facts.top_fact_memories, cases=_model_cases,
+    output=as_memory_pairs, compare=_compare_model,
+    passed=f"find_memories_in_model erases the fact in the trained model: p(answer) falls at least {FALL:.0%} as "
+           f"far as with the k largest contributions, and at least {KEEP:.0%} of the other capitals and of the "
+           "filler words stay right."))
