@@ -36,7 +36,7 @@ from llmcourse.grading import judge
 from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
 from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, fallback_feedback, write_feedback
 from llmcourse.grading.stubs import build_stubbed_package
-from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, cell_digest
+from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, cell_digest, mark
 
 
 @dataclass
@@ -375,6 +375,7 @@ def _settled(attempts: list[Attempt]) -> bool:
 
 def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tuple[Row, str | None]:
     assignment, limits, source = s["assignment"], s["limits"], s["source"]
+    mark(student, "start")
     submitted = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
     ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in submitted.cells}
     expected = {c.metadata["nbgrader"]["grade_id"] for c in s["source_nb"].cells
@@ -388,6 +389,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     target = course / "submitted" / student / assignment / source.name
     target.parent.mkdir(parents=True)
     target.write_bytes(nbformat.writes(restored).encode())
+    mark(student, "course folder copied")
     uid = s["uid_base"] + index if os.geteuid() == 0 else None
     attempts: list[Attempt] = []
     while len(attempts) < ATTEMPTS and not _settled(attempts):
@@ -413,6 +415,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
                           f"({points}); the machine may be short of memory or unstable: regrade with --force")
         return row, None
     verdicts = judge.judge(s["cells"], final.records, s["cases"])
+    mark(student, "judged")
     autograded = course / "autograded" / student / assignment / source.name
     if autograded.exists():
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
@@ -434,8 +437,10 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     if final.notes:
         row.status += f" ({final.notes})"
     with _NBGRADER_LOCK:
+        mark(student, "waited for the feedback lock")
         html = (write_feedback(course, student, assignment, source.name, autograded, verdicts) if autograded.exists()
                 else None) or fallback_feedback(restored, s["source_nb"], verdicts)
+    mark(student, "feedback written")
     return row, html
 
 
@@ -478,7 +483,9 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
     kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
     try:
         _prepare_kernel(kernel_dir, course, s, uid)
+        mark(student, "kernel folder prepared")
         stopped, worker_err = _run_worker(course, s["assignment"], student, kernel_dir, s["limits"], progress)
+        mark(student, "worker ended")
         _kill_leftovers(uid, kernel_dir)
         records = judge.read_records(kernel_dir / "records.jsonl")
         notes = _tail(kernel_dir / "sandbox-notes.txt", 1000)
@@ -486,6 +493,7 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
     finally:
         _kill_leftovers(uid, kernel_dir)
         shutil.rmtree(kernel_dir, ignore_errors=True)
+    mark(student, "kernel cleared away")
     events = []
     if progress.exists():
         for line in progress.read_text(encoding="utf-8", errors="replace").splitlines():

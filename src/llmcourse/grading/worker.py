@@ -12,11 +12,15 @@ Explained in: README.md, section "How grading works".
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sys
-from pathlib import Path
+import time
+
+_STARTED = time.time()  # noqa: E402  (before the imports, for LLMCOURSE_GRADING_TIMES)
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 # jsonschema imports rfc3987_syntax, when installed, to check IRI formats; nbformat's notebook schema has none, and
 # building that package's grammar at import costs 1-3 s in every worker (one per student). Its absence is allowed
@@ -31,6 +35,17 @@ from llmcourse.grading.course import nbgrader_api  # noqa: E402
 KERNEL_NAME = "llmcourse-sandbox"
 PROGRESS_ENV = "LLMCOURSE_PROGRESS"
 KERNEL_DIED = "KernelDied"
+_STUDENT = ""  # the student this worker grades, for `mark`
+TIMES_ENV = "LLMCOURSE_GRADING_TIMES"  # a file: where each student's grading spends its time (for benchmarks)
+
+
+def mark(student: str, stage: str, t: float | None = None) -> None:
+    """Append (student, stage, time) to the file named by LLMCOURSE_GRADING_TIMES, when it is set: the moment
+    `stage` of a student's grading ended. For profiling the grader (benchmarks/grading.py); otherwise nothing."""
+    path = os.environ.get(TIMES_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"student": student, "stage": stage, "t": time.time() if t is None else t}) + "\n")
 
 
 def cell_digest(source: str) -> str:
@@ -50,6 +65,8 @@ class TracedExecute(Execute):
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and cell.source.strip():
+            if self._running is None:
+                mark(_STUDENT, "kernel started")
             _progress(event="cell", index=index, digest=cell_digest(cell.source),
                       grade_id=cell.metadata.get("nbgrader", {}).get("grade_id"))
             self._running = cell
@@ -57,6 +74,7 @@ class TracedExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._running = None
+        mark(_STUDENT, "nbgrader ready to execute")
         try:
             nb, resources = super().preprocess(nb, resources, km)
         except DeadKernelError as err:
@@ -70,11 +88,16 @@ class TracedExecute(Execute):
                 "traceback": [f"{KERNEL_DIED}: the kernel died while this cell ran"]})
             return self.nb, self.resources
         _progress(event="finished")
+        mark(_STUDENT, "cells ran")
         return nb, resources
 
 
 def autograde_worker(course: str, assignment: str, student: str, cell_timeout: str) -> int:
     """Entry point of the worker process: nbgrader autograde with the sandbox kernel."""
+    global _STUDENT
+    _STUDENT = student
+    mark(student, "worker python started", _STARTED)
+    mark(student, "worker imports")
     api = nbgrader_api(Path(course), source="source", release="release", work=".", kernel=KERNEL_NAME,
                        cell_timeout=int(cell_timeout))
     from nbgrader.converters import Autograde
@@ -86,6 +109,7 @@ def autograde_worker(course: str, assignment: str, student: str, cell_timeout: s
         print(result.get("log") or "", file=sys.stderr)
         print((result.get("error") or "autograde failed").strip().splitlines()[-1], file=sys.stderr)
         return 1
+    mark(student, "nbgrader wrote the autograded notebook")
     return 0
 
 
