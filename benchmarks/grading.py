@@ -116,20 +116,21 @@ def execute_batch(assignment: str, n: int, work: Path) -> tuple[float, float]:
     return time.perf_counter() - started, _cpu() - cpu
 
 
-def breakdown(path: Path) -> dict[str, float]:
-    """Mean seconds per student between consecutive stages recorded in the LLMCOURSE_GRADING_TIMES file
-    (the canary left out): stage -> seconds from the previous stage to it."""
+def breakdown(path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """From the LLMCOURSE_GRADING_TIMES file: mean seconds per student between consecutive stages (the canary
+    left out), and the batch's own stages; each stage -> seconds from the previous stage to it."""
     marks = collections.defaultdict(list)
     for line in path.read_text().splitlines():
         m = json.loads(line)
         marks[m["student"]].append((m["t"], m["stage"]))
     spent = collections.defaultdict(float)
-    students = [s for s in marks if s != autograde.CANARY]
+    students = [s for s in marks if s not in (autograde.CANARY, autograde.BATCH)]
     for student in students:
         stages = sorted(marks[student])
         for (t0, _), (t1, stage) in zip(stages, stages[1:]):
             spent[stage] += (t1 - t0) / len(students)
-    return dict(spent)
+    batch = sorted(marks.get(autograde.BATCH, []))
+    return dict(spent), {stage: t1 - t0 for (t0, _), (t1, stage) in zip(batch, batch[1:])}
 
 
 def run(smoke: bool = False, assignment: str = "01_tokens", n: int | None = None,
@@ -168,8 +169,12 @@ def main() -> None:
         times = Path(tmp) / "times.jsonl" if args.times else None
         print(table(run(assignment=args.assignment, n=args.n, times=times)))
         if times:
+            per_student, batch = breakdown(times)
             print("\nwall seconds per student (mean), from the previous stage to each:")
-            for stage, seconds in breakdown(times).items():
+            for stage, seconds in per_student.items():
+                print(f"  {seconds:6.2f}  {stage}")
+            print("wall seconds of the batch, from the previous stage to each:")
+            for stage, seconds in batch.items():
                 print(f"  {seconds:6.2f}  {stage}")
 
 

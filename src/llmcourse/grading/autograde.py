@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import site
@@ -36,7 +37,7 @@ from llmcourse.grading import judge
 from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
 from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, fallback_feedback, write_feedback
 from llmcourse.grading.stubs import build_stubbed_package
-from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, cell_digest, mark
+from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, TIMES_ENV, cell_digest, mark
 
 
 @dataclass
@@ -96,6 +97,7 @@ class GradingEnvironmentError(RuntimeError):
 UID_BASE = 200_000  # when grading as root, kernels run as users UID_BASE and above (no such accounts needed)
 UID_BLOCK = 100_000  # each grading run draws its own block of user ids, so runs at the same time never share one
 _NBGRADER_LOCK = threading.Lock()  # nbgrader's apps capture logging globally: one feedback run at a time
+BATCH = ".batch"  # the name under which `mark` records the batch's own stages (a name no student folder has)
 CANARY = ".canary"  # the instructor's solution, graded first through the same path (a name no student folder has)
 ATTEMPTS = 3  # runs of one notebook at most, when its kernel dies or cannot start
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # a larger "notebook" is not read
@@ -130,7 +132,10 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     version = _version(source, limits, root)
     work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
     try:
+        mark(BATCH, "start")
+        Worker.start(min(jobs or os.cpu_count() or 1, max(1, len(students))))  # the canary's serves a student next
         template, cases = _prepare(work, root, assignment, source_nb, cells)
+        mark(BATCH, "assignment prepared")
         setting = dict(uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000),
                        work=work, template=template, assignment=assignment, source=source, source_nb=source_nb,
                        cells=cells, cases=cases, limits=limits, cache=cache, version=version, force=force, root=root,
@@ -138,6 +143,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
                        hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
                                               root / "tests", work, submissions, cache) if p.exists()])
         _canary(source, len(students), setting)
+        mark(BATCH, "canary graded")
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
             futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
             done = tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", unit="student",
@@ -145,7 +151,9 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
             results = [f.result() for f in done] + [(row, None) for row in refused]
         for row in refused:
             row.max_score = sum(c.points for c in cells)
+        mark(BATCH, "students graded")
     finally:
+        Worker.close_all()
         shutil.rmtree(work, ignore_errors=True)
     results.sort(key=lambda r: r[0].student)
     rows = [row for row, _ in results]
@@ -159,6 +167,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
                 page = MATHJAX_CDN.sub(lambda _: MATHJAX_LOCAL, html)
                 (feedback / f"{row.student}.html").write_text(page, encoding="utf-8")
         copy_mathjax(feedback / "mathjax")
+    mark(BATCH, "written")
     return rows
 
 
@@ -215,7 +224,7 @@ def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
     Returns the template folder and the cases (key -> argument tuples)."""
     template = work / "template"
     shutil.copytree(root / "solutions" / assignment, template / "source" / assignment)
-    api = nbgrader_api(template, source="source", release="release", work=".")
+    api = nbgrader_api(template, source="source", release="release", work=".", scratch=True)
     result = api.generate_assignment(assignment, force=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader could not prepare {assignment}:\n{result.get('error') or result.get('log')}")
@@ -572,30 +581,132 @@ def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) ->
 
 def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, limits: Limits,
                 progress: Path) -> tuple[str, str]:
-    """nbgrader autograde of one student, in a process of its own with a wall-clock limit.
+    """nbgrader autograde of one student, by a worker process of the pool (`Worker`), with a wall-clock limit.
     Returns ('' or what went wrong, the tail of the worker's stderr)."""
-    env = {**os.environ, "JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime"),
-           PROGRESS_ENV: str(progress)}
-    cmd = [sys.executable, "-m", "llmcourse.grading.worker", str(course), assignment, student,
-           str(limits.cell_timeout)]
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing the worker prints can fill our memory
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        try:
-            proc.wait(timeout=limits.student_timeout)
-            stopped = ""
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            stopped = f"stopped after {limits.student_timeout} s (the notebook's time limit)"
-        log.seek(max(0, log.seek(0, 2) - 20_000))
-        err = log.read().decode(errors="replace")
+    log = course / "worker-log.txt"  # a file, not a pipe: nothing the worker prints can fill our memory
+    log.touch(mode=0o600)
+    request = {"args": [str(course), assignment, student, str(limits.cell_timeout)], "log": str(log),
+               "env": {"JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime"),
+                       PROGRESS_ENV: str(progress), TIMES_ENV: os.environ.get(TIMES_ENV, "")}}
+    worker = Worker.take()
+    stopped = ""
+    try:
+        rc = worker.ask(request, limits.student_timeout)
+    except TimeoutError:
+        rc = None
+        stopped = f"stopped after {limits.student_timeout} s (the notebook's time limit)"
+    err = _tail(log, 20_000)
+    finished = '"finished"' in _tail(progress, 200)
+    if rc == 0 and finished:
+        worker.give_back()  # a worker that answered after a clean run serves the next student
+    else:
+        worker.kill()  # any doubt about its state: the next student gets a new one
+        err = "\n".join(filter(None, [worker.start_output(), err]))
     if os.environ.get("LLMCOURSE_GRADING_LOG"):  # for debugging the grader itself
         with open(os.environ["LLMCOURSE_GRADING_LOG"], "a", encoding="utf-8") as f:
             f.write(err)
-    if not stopped and proc.returncode != 0:
+    if not stopped and rc != 0:
         last = err.strip().splitlines()[-1:] or [""]
-        stopped = f"the grading process ended with code {proc.returncode} ({last[0][:200]})"
+        code = "no answer" if rc is None else f"code {rc}"
+        ended = "" if worker.proc.returncode is None else f", the process ended with code {worker.proc.returncode}"
+        stopped = f"the grading process failed ({code}{ended}; {last[0][:200]})"
     return stopped, err.strip()[-2000:]
+
+
+class Worker:
+    """A worker process (`python -m llmcourse.grading.worker --serve`) that grades students one after another,
+    each in a fresh sandboxed kernel: one Python start and one import of nbgrader per job rather than per
+    student. Idle workers wait in a pool of this process; `grade` starts them early and closes them at its end."""
+    MAX_STUDENTS = 50  # then a worker is retired (whatever nbgrader leaks per run does not pile up)
+    _idle: list["Worker"] = []
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.started = tempfile.TemporaryFile()  # what it prints before its first request (an import error)
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmcourse.grading.worker", "--serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.started,
+                                     start_new_session=True)
+        self.served = 0
+
+    @classmethod
+    def take(cls) -> "Worker":
+        """An idle worker that is still alive, else a new one."""
+        with cls._lock:
+            while cls._idle:
+                worker = cls._idle.pop()
+                if worker.proc.poll() is None:
+                    return worker
+                worker.close()
+        return cls()
+
+    @classmethod
+    def start(cls, n: int) -> None:
+        """Start workers until n are idle (they import while the grader prepares the assignment)."""
+        with cls._lock:
+            cls._idle += [cls() for _ in range(n - len(cls._idle))]
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            idle, cls._idle = cls._idle, []
+        for worker in idle:
+            worker.close()
+
+    def ask(self, request: dict, timeout: float) -> int | None:
+        """Send one student; the worker's answer (0: nbgrader wrote the autograded notebook), or None when the
+        worker ended without answering. TimeoutError after `timeout` seconds (the worker is then killed)."""
+        self.served += 1
+        deadline = time.monotonic() + timeout
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:  # it has ended
+            return None
+        answer = b""
+        while not answer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise TimeoutError
+            if select.select([self.proc.stdout], [], [], left)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    self.kill()
+                    return None
+                answer += chunk
+        try:
+            return int(json.loads(answer)["rc"])
+        except (ValueError, KeyError, TypeError):
+            self.kill()
+            return None
+
+    def give_back(self) -> None:
+        if self.served >= self.MAX_STUDENTS:
+            self.close()
+            return
+        with self._lock:
+            self._idle.append(self)
+
+    def start_output(self) -> str:
+        self.started.seek(max(0, self.started.seek(0, 2) - 3000))
+        return self.started.read().decode(errors="replace").strip()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
+    def close(self) -> None:
+        """End of stdin: the worker ends; killed if it does not within 10 s."""
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+        self.proc.stdout.close()
+        self.started.close()
 
 
 def _kill_leftovers(uid: int | None, kernel_dir: Path) -> None:

@@ -93,7 +93,7 @@ def write_feedback(course: Path, student: str, assignment: str, name: str, autog
     put_verdicts(nb, verdicts)
     os.chmod(autograded, 0o644)
     nbformat.write(nb, autograded)
-    api = nbgrader_api(course, source="source", release="release", work=".")
+    api = nbgrader_api(course, source="source", release="release", work=".", scratch=True)
     with Gradebook(api.coursedir.db_url) as gb:
         for v in verdicts:
             gb.find_grade(v.grade_id, name[:-6], assignment, student).auto_score = v.score

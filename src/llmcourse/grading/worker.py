@@ -1,7 +1,10 @@
-"""The worker process that `autograde` starts for one student: nbgrader autograde with the sandbox kernel.
+"""The worker processes that `autograde` starts: nbgrader autograde with the sandbox kernel.
 
-It is a module of its own (run as `python -m llmcourse.grading.worker COURSE ASSIGNMENT STUDENT TIMEOUT`) so
-that a student's kernel, and nbgrader's global logging, stay out of the grader's process.
+It is a module of its own so that a student's kernel, and nbgrader's global logging, stay out of the grader's
+process. `python -m llmcourse.grading.worker --serve` grades students one after another, one request a line on
+its stdin (the grader keeps one such worker per job, so that each student does not pay for a new Python process
+and nbgrader's imports); `python -m llmcourse.grading.worker COURSE ASSIGNMENT STUDENT TIMEOUT` grades one
+student and ends. Either way each student gets a fresh sandboxed kernel.
 
 It runs nbgrader's Execute step as `TracedExecute`, which writes, before each cell, which cell starts (to the
 file named by LLMCOURSE_PROGRESS), and which keeps the notebook when the kernel dies: the grader then knows
@@ -20,6 +23,7 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 # jsonschema imports rfc3987_syntax, when installed, to check IRI formats; nbformat's notebook schema has none, and
@@ -96,9 +100,7 @@ def autograde_worker(course: str, assignment: str, student: str, cell_timeout: s
     """Entry point of the worker process: nbgrader autograde with the sandbox kernel."""
     global _STUDENT
     _STUDENT = student
-    mark(student, "worker python started", _STARTED)
-    mark(student, "worker imports")
-    api = nbgrader_api(Path(course), source="source", release="release", work=".", kernel=KERNEL_NAME,
+    api = nbgrader_api(Path(course), source="source", release="release", work=".", scratch=True, kernel=KERNEL_NAME,
                        cell_timeout=int(cell_timeout))
     from nbgrader.converters import Autograde
 
@@ -113,5 +115,35 @@ def autograde_worker(course: str, assignment: str, student: str, cell_timeout: s
     return 0
 
 
+def serve() -> int:
+    """Entry point of a lasting worker: for each line of JSON on stdin, {"args": [COURSE, ASSIGNMENT, STUDENT,
+    TIMEOUT], "env": {name: value}, "log": FILE}, grade that student with `autograde_worker`, the worker's stdout
+    and stderr (and its kernel's, until the sandbox takes them) going to FILE, then answer {"rc": 0 or 1} on a
+    line of the original stdout. Nothing of a student but the answer is kept; ends with its stdin."""
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")  # not inherited by the kernels it starts
+    for line in sys.stdin:
+        request = json.loads(line)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.environ.update(request["env"])
+        mark(request["args"][2], "worker took the student")
+        try:
+            rc = autograde_worker(*request["args"])
+        except Exception:  # a fault of the machine or of nbgrader: the grader reads it in the log
+            traceback.print_exc()
+            rc = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        answers.write(json.dumps({"rc": rc}) + "\n")
+        answers.flush()
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        sys.exit(serve())
+    mark(sys.argv[3], "worker python started", _STARTED)
+    mark(sys.argv[3], "worker imports")
     sys.exit(autograde_worker(*sys.argv[1:5]))
