@@ -8,6 +8,7 @@ Explained in: README.md, section "Instructors: grading".
 """
 from __future__ import annotations
 
+import compileall
 import copy
 import csv
 import hashlib
@@ -110,9 +111,9 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
           cache: Path | None = None, progress: bool = True) -> list[Row]:
     """Autograde `submissions/<student>/<any name>.ipynb` for `assignment`; write grades.csv and feedback.
 
-    First the instructor's own solution is graded through the same path (the canary): unless it gets full
-    marks, `GradingEnvironmentError` says what is wrong with the machine and nothing is written. Then every
-    student folder gets a row. Each notebook runs in its own sandboxed kernel (`llmcourse.grading.sandbox`);
+    The instructor's own solution is graded first through the same path (the canary), the students beside it:
+    unless it gets full marks, `GradingEnvironmentError` says what is wrong with the machine and nothing is
+    written (no grade is cached). Every student folder gets a row. Each notebook runs in its own sandboxed kernel (`llmcourse.grading.sandbox`);
     points come from `llmcourse.grading.judge`, outside the kernel. Unchanged submissions are taken from the
     cache unless `force`. The submissions folder is only read, and only its regular files.
     """
@@ -142,10 +143,17 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
                        locked=_locked_digests(source_nb), reach=_reach(),
                        hide=[str(p) for p in (root / "src", root / "solutions", root / ".git", root / ".nbgrader",
                                               root / "tests", work, submissions, cache) if p.exists()])
-        _canary(source, len(students), setting)
-        mark(BATCH, "canary graded")
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+            # The canary runs first and the students beside it; none of them is kept until it has passed.
+            _CANARIES[str(work)] = canary = pool.submit(_canary, source, len(students), setting)
             futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
+            try:
+                canary.result()
+            except BaseException:
+                for future in futures:  # those already running end, unkept
+                    future.cancel()
+                raise
+            mark(BATCH, "canary graded")
             done = tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", unit="student",
                         disable=not progress)
             results = [f.result() for f in done] + [(row, None) for row in refused]
@@ -153,6 +161,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
             row.max_score = sum(c.points for c in cells)
         mark(BATCH, "students graded")
     finally:
+        _CANARIES.pop(str(work), None)
         Worker.close_all()
         shutil.rmtree(work, ignore_errors=True)
     results.sort(key=lambda r: r[0].student)
@@ -230,12 +239,24 @@ def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
         raise RuntimeError(f"nbgrader could not prepare {assignment}:\n{result.get('error') or result.get('log')}")
     cases = judge.write_cases(cells, work / "cases")
     build_stubbed_package(work / "site", source_nb, cells)
+    # Compiled once here: each kernel would compile the modules it imports (its user cannot keep the result).
+    compileall.compile_dir(work / "site", quiet=2)
     return template, cases
+
+
+_CANARIES: dict = {}  # a batch's work folder -> the future of its canary, while the batch runs
+
+
+def _canary_passed(s: dict) -> bool:
+    """Whether the batch's canary passed (waiting for it if it still runs); True where no canary runs beside."""
+    canary = _CANARIES.get(str(s["work"]))
+    return canary is None or canary.exception() is None
 
 
 def _canary(source: Path, index: int, s: dict) -> Row:
     """Grade the instructor's own solution first, through the same sandbox, limits and judging. Unless it
-    gets full marks, the machine cannot grade: raise with what went wrong and how to fix it."""
+    gets full marks, the machine cannot grade: raise with what went wrong and how to fix it. Students graded
+    meanwhile wait for its verdict before anything of theirs is kept (`_canary_passed`)."""
     folder = s["work"] / "canary" / CANARY
     folder.mkdir(parents=True)
     shutil.copyfile(source, folder / source.name)
@@ -338,7 +359,9 @@ def _grade_one(folder: Path, index: int, s: dict) -> tuple[Row, str | None]:
     except Exception as err:  # a bug of ours must not stop the batch, nor give a zero: the row says what happened
         row.score, row.status = None, f"not graded: grading error ({type(err).__name__}: {err})"[:500]
         return row, None
-    if row.clean:  # a kernel that died, a time limit, a machine fault: never kept, graded afresh next time
+    # A kernel that died, a time limit, a machine fault: never kept, graded afresh next time; nor anything graded
+    # on a machine whose canary failed.
+    if row.clean and (folder.name == CANARY or _canary_passed(s)):
         s["cache"].mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "row": asdict(row), "html": html}))

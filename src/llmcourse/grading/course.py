@@ -41,6 +41,7 @@ def configure(c, root: Path, source: str = "solutions", release: str = "exercise
         "nbgrader.preprocessors.ClearHiddenTests",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     ]
+    c.GenerateFeedback.exporter_class = "llmcourse.grading.feedback.FeedbackExporter"
     c.HTMLExporter.mathjax_url = ""  # no CDN: feedback must open offline
     c.HTMLExporter.sanitize_html = True  # a student's markdown must not run scripts in the reader's browser
     os.makedirs(Path(root, work), exist_ok=True)
