@@ -113,10 +113,10 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
 
     The instructor's own solution is graded first through the same path (the canary), the students beside it:
     unless it gets full marks, `GradingEnvironmentError` says what is wrong with the machine and nothing is
-    written (no grade is cached). Every student folder gets a row. Each notebook runs in its own sandboxed kernel (`llmcourse.grading.sandbox`);
-    points come from `llmcourse.grading.judge`, outside the kernel. Unchanged submissions are taken from the
-    cache unless `force`. The submissions folder is only read, and only its regular files.
-    """
+    written (no grade is cached). Every student folder gets a row. Each notebook runs in its own sandboxed
+    kernel (`llmcourse.grading.sandbox`); points come from `llmcourse.grading.judge`, outside the kernel.
+    Unchanged submissions are taken from the cache unless `force`. The submissions folder is only read, and only
+    its regular files."""
     limits = limits or Limits()
     submissions = Path(submissions).resolve()
     if not (root / "solutions" / assignment).is_dir():
@@ -134,7 +134,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
     try:
         mark(BATCH, "start")
-        Worker.start(min(jobs or os.cpu_count() or 1, max(1, len(students))))  # the canary's serves a student next
+        Worker.start(min(jobs or os.cpu_count() or 1, len(students) + 1))  # they import while we prepare
         template, cases = _prepare(work, root, assignment, source_nb, cells)
         mark(BATCH, "assignment prepared")
         setting = dict(uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000),
