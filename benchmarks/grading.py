@@ -15,11 +15,13 @@ With `--times`, also prints where each student's grading spends its wall time (t
     .venv/bin/python benchmarks/grading.py                   # 20 submissions of 01_tokens (a few minutes)
     .venv/bin/python benchmarks/grading.py -n 4 --times      # a small batch, with the breakdown
 
-Measured 2026-11-25 on the shared 2-core machine (load average 5 to 7, so wall times are stretched), the grader
-before and after its worker pool, run one after the other: a batch of 20, CPU s per submission 4.62 before and
-3.17 after, against 4.75 and 4.99 for nbconvert (ratios 0.97 and 0.63); wall 0.85 and 0.65. The kernel's checks
-only record results when graded (the reference runs once, outside), where nbconvert's kernel computes both.
-One notebook alone costs grading about twice nbconvert's CPU: the canary is a second notebook.
+Measured 2026-11-25 on the shared 2-core machine (load average 3 to 7 from other work, so wall times are
+stretched), the grader before and after its worker pool (commits e9b718e and after), run one after the other
+twice. A batch of 20, CPU s per submission: before 4.62 and 3.79, after 3.17 and 2.76, against 4.75 to 4.99 and
+4.19 to 4.20 for nbconvert in the same runs (ratios 0.97 and 0.90 before, 0.63 and 0.66 after); wall ratios 0.85
+and 0.64 before, 0.65 and 0.69 after. The kernel's checks only record results when graded (the reference runs
+once, outside), where nbconvert's kernel computes both. One notebook alone: wall 17.9 s before, 8.0 s after
+(nbconvert 8.3 and 7.2 s); its CPU stays about twice nbconvert's, as the canary is a second notebook.
 """
 from __future__ import annotations
 
