@@ -27,7 +27,7 @@ from llmcourse.grading.autograde import CANARY
 
 ASSIGNMENT = "01_tokens"
 DASK = Path(sys.executable).with_name("dask")
-WORKER_MODULE = "llmcourse.grading.worker"  # the process a worker starts for each notebook (autograde._run_worker)
+WORKER_MODULE = "llmcourse.grading.worker"  # the grading processes of a worker's pool (autograde.Worker)
 
 
 def free_port() -> int:
@@ -74,16 +74,17 @@ class LocalCluster:
         return found
 
     def grading(self, name: str) -> str | None:
-        """The student whose notebook the worker `name` is grading now (not its canary), if any."""
+        """The student whose notebook the worker `name` is grading now (not its canary), if any: a grading
+        process of its pool with a sandboxed kernel running, and the student's course folder it writes its log in."""
         for proc in self.descendants(name):
+            course = _course_of(proc)
             try:
-                argv = proc.cmdline()
-            except psutil.Error:
+                busy = course and any("sandbox.py" in " ".join(c.cmdline()) for c in proc.children(recursive=True))
+                student = busy and next(iter(os.listdir(course / "submitted")), None)
+            except (psutil.Error, OSError):
                 continue
-            if WORKER_MODULE in argv:
-                student = argv[argv.index(WORKER_MODULE) + 3]
-                if student != CANARY:
-                    return student
+            if student and student != CANARY:
+                return student
         return None
 
     def kill(self, name: str) -> None:
@@ -94,12 +95,9 @@ class LocalCluster:
         self.procs[name].wait()
         folders = set()
         for proc in below:
-            try:
-                argv = proc.cmdline()
-                if WORKER_MODULE in argv:  # its course folder: WORK/students/sN
-                    folders.add(Path(argv[argv.index(WORKER_MODULE) + 1]).parents[1])
-            except psutil.Error:
-                pass
+            course = _course_of(proc)  # WORK/students/sN
+            if course:
+                folders.add(course.parents[1])
             _kill(proc)
         for folder in folders:
             if folder.name.startswith("llmcourse-worker-"):
@@ -121,6 +119,17 @@ class LocalCluster:
 
     def log(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*.log"))
+
+
+def _course_of(proc: psutil.Process) -> Path | None:
+    """The course folder of the student a grading process (`python -m llmcourse.grading.worker --serve`) serves
+    or served last: the one holding the log it writes to (autograde._run_worker)."""
+    try:
+        if WORKER_MODULE not in proc.cmdline():
+            return None
+        return next((Path(f.path).parent for f in proc.open_files() if f.path.endswith("worker-log.txt")), None)
+    except psutil.Error:
+        return None
 
 
 def _kill(proc: psutil.Process) -> None:

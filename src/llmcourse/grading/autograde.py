@@ -8,6 +8,7 @@ Explained in: README.md, section "Instructors: grading".
 """
 from __future__ import annotations
 
+import compileall
 import copy
 import csv
 import hashlib
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import site
@@ -36,7 +38,7 @@ from llmcourse.grading import judge
 from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
 from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, fallback_feedback, write_feedback
 from llmcourse.grading.stubs import build_stubbed_package
-from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, cell_digest
+from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, TIMES_ENV, cell_digest, mark
 
 
 @dataclass
@@ -96,6 +98,7 @@ class GradingEnvironmentError(RuntimeError):
 UID_BASE = 200_000  # when grading as root, kernels run as users UID_BASE and above (no such accounts needed)
 UID_BLOCK = 100_000  # each grading run draws its own block of user ids, so runs at the same time never share one
 _NBGRADER_LOCK = threading.Lock()  # nbgrader's apps capture logging globally: one feedback run at a time
+BATCH = ".batch"  # the name under which `mark` records the batch's own stages (a name no student folder has)
 CANARY = ".canary"  # the instructor's solution, graded first through the same path (a name no student folder has)
 ATTEMPTS = 3  # runs of one notebook at most, when its kernel dies or cannot start
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # a larger "notebook" is not read
@@ -108,11 +111,12 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
           cache: Path | None = None, progress: bool = True, scheduler=None) -> list[Row]:
     """Autograde `submissions/<student>/<any name>.ipynb` for `assignment`; write grades.csv and feedback.
 
-    First the instructor's own solution is graded through the same path (the canary): unless it gets full
-    marks, `GradingEnvironmentError` says what is wrong with the machine and nothing is written. Then every
-    student folder gets a row. Each notebook runs in its own sandboxed kernel (`llmcourse.grading.sandbox`);
-    points come from `llmcourse.grading.judge`, outside the kernel. Unchanged submissions are taken from the
-    cache unless `force`. The submissions folder is only read, and only its regular files.
+    The instructor's own solution is graded first through the same path (the canary), the students beside it:
+    unless it gets full marks, `GradingEnvironmentError` says what is wrong with the machine and nothing is
+    written (no grade is cached). Every student folder gets a row. Each notebook runs in its own sandboxed
+    kernel (`llmcourse.grading.sandbox`); points come from `llmcourse.grading.judge`, outside the kernel.
+    Unchanged submissions are taken from the cache unless `force`. The submissions folder is only read, and only
+    its regular files.
 
     With `scheduler` (a Dask scheduler's address, or a `distributed.Client`), the students are graded by that
     cluster's workers, each from its own installation of the course (`llmcourse.grading.cluster`); the rows, CSV,
@@ -154,22 +158,39 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
                 page = MATHJAX_CDN.sub(lambda _: MATHJAX_LOCAL, html)
                 (feedback / f"{row.student}.html").write_text(page, encoding="utf-8")
         copy_mathjax(feedback / "mathjax")
+    mark(BATCH, "written")
     return rows
 
 
 def _grade_here(students: list[Path], batch: dict, hide: list[Path], jobs: int | None,
                 progress: bool) -> list[tuple[Row, str | None]]:
-    """Grade the students on this machine, `jobs` at a time, after the canary."""
+    """Grade the students on this machine, `jobs` at a time, the canary first and the students beside it: none of
+    them is kept until it has passed."""
+    jobs = jobs or os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
     try:
+        mark(BATCH, "start")
+        Worker.start(min(jobs, len(students) + 1))  # they import while we prepare
         setting = batch_setting(work, batch, hide)
-        _canary(batch["source"], len(students), setting)
-        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        mark(BATCH, "assignment prepared")
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            _CANARIES[str(work)] = canary = pool.submit(_canary, batch["source"], len(students), setting)
             futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
+            try:
+                canary.result()
+            except BaseException:
+                for future in futures:  # those already running end, unkept
+                    future.cancel()
+                raise
+            mark(BATCH, "canary graded")
             done = tqdm(as_completed(futures), total=len(futures), desc=f"grading {batch['assignment']}",
                         unit="student", disable=not progress)
-            return [f.result() for f in done]
+            results = [f.result() for f in done]
+        mark(BATCH, "students graded")
+        return results
     finally:
+        _CANARIES.pop(str(work), None)
+        Worker.close_all()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -239,18 +260,30 @@ def _prepare(work: Path, root: Path, assignment: str, source_nb, cells) -> Path:
     Returns the template folder and the cases (key -> argument tuples)."""
     template = work / "template"
     shutil.copytree(root / "solutions" / assignment, template / "source" / assignment)
-    api = nbgrader_api(template, source="source", release="release", work=".")
+    api = nbgrader_api(template, source="source", release="release", work=".", scratch=True)
     result = api.generate_assignment(assignment, force=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader could not prepare {assignment}:\n{result.get('error') or result.get('log')}")
     cases = judge.write_cases(cells, work / "cases")
     build_stubbed_package(work / "site", source_nb, cells)
+    # Compiled once here: each kernel would compile the modules it imports (its user cannot keep the result).
+    compileall.compile_dir(work / "site", quiet=2)
     return template, cases
+
+
+_CANARIES: dict = {}  # a batch's work folder -> the future of its canary, while the batch runs
+
+
+def _canary_passed(s: dict) -> bool:
+    """Whether the batch's canary passed (waiting for it if it still runs); True where no canary runs beside."""
+    canary = _CANARIES.get(str(s["work"]))
+    return canary is None or canary.exception() is None
 
 
 def _canary(source: Path, index: int, s: dict) -> Row:
     """Grade the instructor's own solution first, through the same sandbox, limits and judging. Unless it
-    gets full marks, the machine cannot grade: raise with what went wrong and how to fix it."""
+    gets full marks, the machine cannot grade: raise with what went wrong and how to fix it. Students graded
+    meanwhile wait for its verdict before anything of theirs is kept (`_canary_passed`)."""
     folder = s["work"] / "canary" / CANARY
     folder.mkdir(parents=True)
     shutil.copyfile(source, folder / source.name)
@@ -374,8 +407,9 @@ def autograde_safely(student: str, index: int, data: bytes, row: Row, s: dict) -
 
 
 def keep(data: bytes, row: Row, html: str | None, s: dict) -> tuple[Row, str | None]:
-    """Cache a clean grade; a kernel that died, a time limit, a machine fault: never kept, graded afresh next time."""
-    if row.clean:
+    """Cache a clean grade; a kernel that died, a time limit, a machine fault: never kept, graded afresh next time;
+    nor anything graded on a machine whose canary failed."""
+    if row.clean and (row.student == CANARY or _canary_passed(s)):
         key, cached = _cache_entry(row.student, data, s)
         s["cache"].mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
@@ -422,6 +456,7 @@ def _settled(attempts: list[Attempt]) -> bool:
 
 def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tuple[Row, str | None]:
     assignment, limits, source = s["assignment"], s["limits"], s["source"]
+    mark(student, "start")
     submitted = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
     ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in submitted.cells}
     expected = {c.metadata["nbgrader"]["grade_id"] for c in s["source_nb"].cells
@@ -435,6 +470,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     target = course / "submitted" / student / assignment / source.name
     target.parent.mkdir(parents=True)
     target.write_bytes(nbformat.writes(restored).encode())
+    mark(student, "course folder copied")
     uid = s["uid_base"] + index if os.geteuid() == 0 else None
     attempts: list[Attempt] = []
     while len(attempts) < ATTEMPTS and not _settled(attempts):
@@ -460,6 +496,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
                           f"({points}); the machine may be short of memory or unstable: regrade with --force")
         return row, None
     verdicts = judge.judge(s["cells"], final.records, s["cases"])
+    mark(student, "judged")
     autograded = course / "autograded" / student / assignment / source.name
     if autograded.exists():
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
@@ -481,8 +518,10 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     if final.notes:
         row.status += f" ({final.notes})"
     with _NBGRADER_LOCK:
+        mark(student, "waited for the feedback lock")
         html = (write_feedback(course, student, assignment, source.name, autograded, verdicts) if autograded.exists()
                 else None) or fallback_feedback(restored, s["source_nb"], verdicts)
+    mark(student, "feedback written")
     return row, html
 
 
@@ -525,7 +564,9 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
     kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
     try:
         _prepare_kernel(kernel_dir, course, s, uid)
+        mark(student, "kernel folder prepared")
         stopped, worker_err = _run_worker(course, s["assignment"], student, kernel_dir, s["limits"], progress)
+        mark(student, "worker ended")
         _kill_leftovers(uid, kernel_dir)
         records = judge.read_records(kernel_dir / "records.jsonl")
         notes = _tail(kernel_dir / "sandbox-notes.txt", 1000)
@@ -533,6 +574,7 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
     finally:
         _kill_leftovers(uid, kernel_dir)
         shutil.rmtree(kernel_dir, ignore_errors=True)
+    mark(student, "kernel cleared away")
     events = []
     if progress.exists():
         for line in progress.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -611,45 +653,151 @@ def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) ->
 
 def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, limits: Limits,
                 progress: Path) -> tuple[str, str]:
-    """nbgrader autograde of one student, in a process of its own with a wall-clock limit.
+    """nbgrader autograde of one student, by a worker process of the pool (`Worker`), with a wall-clock limit.
     Returns ('' or what went wrong, the tail of the worker's stderr)."""
-    env = {**os.environ, "JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime"),
-           PROGRESS_ENV: str(progress)}
-    cmd = [sys.executable, "-m", "llmcourse.grading.worker", str(course), assignment, student,
-           str(limits.cell_timeout)]
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing the worker prints can fill our memory
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        try:
-            proc.wait(timeout=limits.student_timeout)
-            stopped = ""
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            stopped = f"stopped after {limits.student_timeout} s (the notebook's time limit)"
-        log.seek(max(0, log.seek(0, 2) - 20_000))
-        err = log.read().decode(errors="replace")
+    log = course / "worker-log.txt"  # a file, not a pipe: nothing the worker prints can fill our memory
+    log.touch(mode=0o600)
+    request = {"args": [str(course), assignment, student, str(limits.cell_timeout)], "log": str(log),
+               "env": {"JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime"),
+                       PROGRESS_ENV: str(progress), TIMES_ENV: os.environ.get(TIMES_ENV, "")}}
+    worker = Worker.take()
+    stopped = ""
+    try:
+        rc = worker.ask(request, limits.student_timeout)
+    except TimeoutError:
+        rc = None
+        stopped = f"stopped after {limits.student_timeout} s (the notebook's time limit)"
+    err = _tail(log, 20_000)
+    finished = '"finished"' in _tail(progress, 200)
+    if rc == 0 and finished:
+        worker.give_back()  # a worker that answered after a clean run serves the next student
+    else:
+        worker.kill()  # any doubt about its state: the next student gets a new one
+        err = "\n".join(filter(None, [worker.start_output(), err]))
     if os.environ.get("LLMCOURSE_GRADING_LOG"):  # for debugging the grader itself
         with open(os.environ["LLMCOURSE_GRADING_LOG"], "a", encoding="utf-8") as f:
             f.write(err)
-    if not stopped and proc.returncode != 0:
+    if not stopped and rc != 0:
         last = err.strip().splitlines()[-1:] or [""]
-        stopped = f"the grading process ended with code {proc.returncode} ({last[0][:200]})"
+        code = "no answer" if rc is None else f"code {rc}"
+        ended = "" if worker.proc.returncode is None else f", the process ended with code {worker.proc.returncode}"
+        stopped = f"the grading process failed ({code}{ended}; {last[0][:200]})"
     return stopped, err.strip()[-2000:]
+
+
+class Worker:
+    """A worker process (`python -m llmcourse.grading.worker --serve`) that grades students one after another,
+    each in a fresh sandboxed kernel: one Python start and one import of nbgrader per job rather than per
+    student. Idle workers wait in a pool of this process; `grade` starts them early and closes them at its end."""
+    MAX_STUDENTS = 50  # then a worker is retired (whatever nbgrader leaks per run does not pile up)
+    _idle: list["Worker"] = []
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.started = tempfile.TemporaryFile()  # what it prints before its first request (an import error)
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmcourse.grading.worker", "--serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.started,
+                                     start_new_session=True)
+        self.served = 0
+
+    @classmethod
+    def take(cls) -> "Worker":
+        """An idle worker that is still alive, else a new one."""
+        with cls._lock:
+            while cls._idle:
+                worker = cls._idle.pop()
+                if worker.proc.poll() is None:
+                    return worker
+                worker.close()
+        return cls()
+
+    @classmethod
+    def start(cls, n: int) -> None:
+        """Start workers until n are idle (they import while the grader prepares the assignment)."""
+        with cls._lock:
+            cls._idle += [cls() for _ in range(n - len(cls._idle))]
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            idle, cls._idle = cls._idle, []
+        for worker in idle:
+            worker.close()
+
+    def ask(self, request: dict, timeout: float) -> int | None:
+        """Send one student; the worker's answer (0: nbgrader wrote the autograded notebook), or None when the
+        worker ended without answering. TimeoutError after `timeout` seconds (the worker is then killed)."""
+        self.served += 1
+        deadline = time.monotonic() + timeout
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:  # it has ended
+            return None
+        answer = b""
+        while not answer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise TimeoutError
+            if select.select([self.proc.stdout], [], [], left)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    self.kill()
+                    return None
+                answer += chunk
+        try:
+            return int(json.loads(answer)["rc"])
+        except (ValueError, KeyError, TypeError):
+            self.kill()
+            return None
+
+    def give_back(self) -> None:
+        if self.served >= self.MAX_STUDENTS:
+            self.close()
+            return
+        with self._lock:
+            self._idle.append(self)
+
+    def start_output(self) -> str:
+        self.started.seek(max(0, self.started.seek(0, 2) - 3000))
+        return self.started.read().decode(errors="replace").strip()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
+    def close(self) -> None:
+        """End of stdin: the worker ends; killed if it does not within 10 s."""
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+        self.proc.stdout.close()
+        self.started.close()
 
 
 def _kill_leftovers(uid: int | None, kernel_dir: Path) -> None:
     """Kill whatever the student's kernel left running (a fork bomb's children, a daemon)."""
     if uid is not None:
-        for _ in range(3):  # processes forking while we kill: repeat
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.setgid(uid)
-                    os.setuid(uid)
-                    os.kill(-1, signal.SIGKILL)
-                finally:
-                    os._exit(0)
-            os.waitpid(pid, 0)
+        pid = os.fork()  # one child as that user (forking the grader is slow): kill(-1) spares only the caller
+        if pid == 0:
+            try:
+                os.setgid(uid)
+                os.setuid(uid)
+                for _ in range(3):  # processes forking while we kill: repeat
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                    except OSError:  # none left
+                        pass
+                    time.sleep(0.01)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
         return
     marker = f"LLMCOURSE_GRADING={kernel_dir}".encode()
     for pid in os.listdir("/proc"):

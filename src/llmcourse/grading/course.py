@@ -41,12 +41,15 @@ def configure(c, root: Path, source: str = "solutions", release: str = "exercise
         "nbgrader.preprocessors.ClearHiddenTests",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     ]
+    c.GenerateFeedback.exporter_class = "llmcourse.grading.feedback.FeedbackExporter"
     c.HTMLExporter.mathjax_url = ""  # no CDN: feedback must open offline
     c.HTMLExporter.sanitize_html = True  # a student's markdown must not run scripts in the reader's browser
     os.makedirs(Path(root, work), exist_ok=True)
 
 
-def nbgrader_api(root: Path, **kwargs):
+def nbgrader_api(root: Path, scratch: bool = False, **kwargs):
+    """nbgrader's API for the course at `root`, with our settings. `scratch`: its gradebook is a throwaway in a
+    private grading folder (deleted when the batch ends), written without waiting for the disk."""
     from nbgrader.apps import NbGraderAPI
     from traitlets.config import Config
 
@@ -55,20 +58,59 @@ def nbgrader_api(root: Path, **kwargs):
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     _ask_alembic_once()
+    if scratch:
+        _scratch_gradebooks(Path(root))
     c = Config()
     configure(c, root, **kwargs)
     return NbGraderAPI(config=c)
 
 
 def _ask_alembic_once() -> None:
-    """nbgrader runs the `alembic` command (a new Python process, 1-3 s) for its database version each time it
-    creates a gradebook, once per batch; the answer cannot change while we run: ask it once per process."""
+    """nbgrader runs the `alembic heads` command (a new Python process, 1-5 s) for its database version each time
+    it creates a gradebook; the answer is in its migration scripts and cannot change while we run: read it there,
+    in this process, once."""
     import functools
 
     import nbgrader.api
 
     if not hasattr(nbgrader.api.get_alembic_version, "cache_info"):
-        nbgrader.api.get_alembic_version = functools.cache(nbgrader.api.get_alembic_version)
+        nbgrader.api.get_alembic_version = functools.cache(_alembic_head)
+
+
+def _alembic_head() -> str:
+    """What `alembic heads` says for nbgrader's gradebook (nbgrader.api.get_alembic_version), without a process."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from nbgrader.dbutil import _temp_alembic_ini
+
+    with _temp_alembic_ini("sqlite:////tmp/gradebook.db") as ini:
+        return ScriptDirectory.from_config(Config(ini)).get_current_head()
+
+
+_SCRATCH: set[str] = set()  # folders whose sqlite gradebooks are throwaways
+
+
+def _scratch_gradebooks(root: Path) -> None:
+    """sqlite waits for the disk at every commit (about 20 ms here), and nbgrader commits dozens of times per
+    notebook. A gradebook under `root` is a throwaway: commit it without that wait (PRAGMA synchronous=OFF,
+    which risks only the file itself if the machine loses power)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not _SCRATCH:
+        event.listen(Engine, "connect", _no_disk_wait)
+    _SCRATCH.update({str(root), str(root.resolve())})
+
+
+def _no_disk_wait(connection, _record) -> None:
+    if not hasattr(connection, "execute"):  # not sqlite
+        return
+    try:
+        path = next((row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"), "")
+    except Exception:  # another database
+        return
+    if path and any(path.startswith(folder + os.sep) for folder in _SCRATCH):
+        connection.execute("PRAGMA synchronous=OFF")
 
 
 def assignments(root: Path = REPO) -> list[str]:

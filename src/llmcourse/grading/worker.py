@@ -1,7 +1,10 @@
-"""The worker process that `autograde` starts for one student: nbgrader autograde with the sandbox kernel.
+"""The worker processes that `autograde` starts: nbgrader autograde with the sandbox kernel.
 
-It is a module of its own (run as `python -m llmcourse.grading.worker COURSE ASSIGNMENT STUDENT TIMEOUT`) so
-that a student's kernel, and nbgrader's global logging, stay out of the grader's process.
+It is a module of its own so that a student's kernel, and nbgrader's global logging, stay out of the grader's
+process. `python -m llmcourse.grading.worker --serve` grades students one after another, one request a line on
+its stdin (the grader keeps one such worker per job, so that each student does not pay for a new Python process
+and nbgrader's imports); `python -m llmcourse.grading.worker COURSE ASSIGNMENT STUDENT TIMEOUT` grades one
+student and ends. Either way each student gets a fresh sandboxed kernel.
 
 It runs nbgrader's Execute step as `TracedExecute`, which writes, before each cell, which cell starts (to the
 file named by LLMCOURSE_PROGRESS), and which keeps the notebook when the kernel dies: the grader then knows
@@ -12,11 +15,16 @@ Explained in: README.md, section "How grading works".
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sys
-from pathlib import Path
+import time
+
+_STARTED = time.time()  # noqa: E402  (before the imports, for LLMCOURSE_GRADING_TIMES)
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 # jsonschema imports rfc3987_syntax, when installed, to check IRI formats; nbformat's notebook schema has none, and
 # building that package's grammar at import costs 1-3 s in every worker (one per student). Its absence is allowed
@@ -31,6 +39,17 @@ from llmcourse.grading.course import nbgrader_api  # noqa: E402
 KERNEL_NAME = "llmcourse-sandbox"
 PROGRESS_ENV = "LLMCOURSE_PROGRESS"
 KERNEL_DIED = "KernelDied"
+_STUDENT = ""  # the student this worker grades, for `mark`
+TIMES_ENV = "LLMCOURSE_GRADING_TIMES"  # a file: where each student's grading spends its time (for benchmarks)
+
+
+def mark(student: str, stage: str, t: float | None = None) -> None:
+    """Append (student, stage, time) to the file named by LLMCOURSE_GRADING_TIMES, when it is set: the moment
+    `stage` of a student's grading ended. For profiling the grader (benchmarks/grading.py); otherwise nothing."""
+    path = os.environ.get(TIMES_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"student": student, "stage": stage, "t": time.time() if t is None else t}) + "\n")
 
 
 def cell_digest(source: str) -> str:
@@ -50,6 +69,8 @@ class TracedExecute(Execute):
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and cell.source.strip():
+            if self._running is None:
+                mark(_STUDENT, "kernel started")
             _progress(event="cell", index=index, digest=cell_digest(cell.source),
                       grade_id=cell.metadata.get("nbgrader", {}).get("grade_id"))
             self._running = cell
@@ -57,6 +78,7 @@ class TracedExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._running = None
+        mark(_STUDENT, "nbgrader ready to execute")
         try:
             nb, resources = super().preprocess(nb, resources, km)
         except DeadKernelError as err:
@@ -70,12 +92,15 @@ class TracedExecute(Execute):
                 "traceback": [f"{KERNEL_DIED}: the kernel died while this cell ran"]})
             return self.nb, self.resources
         _progress(event="finished")
+        mark(_STUDENT, "cells ran")
         return nb, resources
 
 
 def autograde_worker(course: str, assignment: str, student: str, cell_timeout: str) -> int:
     """Entry point of the worker process: nbgrader autograde with the sandbox kernel."""
-    api = nbgrader_api(Path(course), source="source", release="release", work=".", kernel=KERNEL_NAME,
+    global _STUDENT
+    _STUDENT = student
+    api = nbgrader_api(Path(course), source="source", release="release", work=".", scratch=True, kernel=KERNEL_NAME,
                        cell_timeout=int(cell_timeout))
     from nbgrader.converters import Autograde
 
@@ -86,8 +111,39 @@ def autograde_worker(course: str, assignment: str, student: str, cell_timeout: s
         print(result.get("log") or "", file=sys.stderr)
         print((result.get("error") or "autograde failed").strip().splitlines()[-1], file=sys.stderr)
         return 1
+    mark(student, "nbgrader wrote the autograded notebook")
+    return 0
+
+
+def serve() -> int:
+    """Entry point of a lasting worker: for each line of JSON on stdin, {"args": [COURSE, ASSIGNMENT, STUDENT,
+    TIMEOUT], "env": {name: value}, "log": FILE}, grade that student with `autograde_worker`, the worker's stdout
+    and stderr (and its kernel's, until the sandbox takes them) going to FILE, then answer {"rc": 0 or 1} on a
+    line of the original stdout. Nothing of a student but the answer is kept; ends with its stdin."""
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")  # not inherited by the kernels it starts
+    for line in sys.stdin:
+        request = json.loads(line)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.environ.update(request["env"])
+        mark(request["args"][2], "worker took the student")
+        try:
+            rc = autograde_worker(*request["args"])
+        except Exception:  # a fault of the machine or of nbgrader: the grader reads it in the log
+            traceback.print_exc()
+            rc = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        answers.write(json.dumps({"rc": rc}) + "\n")
+        answers.flush()
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        sys.exit(serve())
+    mark(sys.argv[3], "worker python started", _STARTED)
+    mark(sys.argv[3], "worker imports")
     sys.exit(autograde_worker(*sys.argv[1:5]))
