@@ -276,7 +276,7 @@ _CANARIES: dict = {}  # a batch's work folder -> the future of its canary, while
 
 def _canary_passed(s: dict) -> bool:
     """Whether the batch's canary passed (waiting for it if it still runs); True where no canary runs beside."""
-    canary = _CANARIES.get(str(s["work"]))
+    canary = _CANARIES.get(str(s.get("work")))
     return canary is None or canary.exception() is None
 
 
