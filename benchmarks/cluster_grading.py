@@ -3,9 +3,10 @@ run with 1 and 2 jobs, on the same notebooks (llmcourse.grading.cluster).
 
 Starts `dask scheduler` and `dask worker` processes on the loopback interface (one thread each: one notebook at a
 time), grades N copies of 01_tokens' solution and planted mistakes with an empty cache, and prints notebooks per
-minute for the whole batch, each worker's canary included. Stops every process it started. Not part of the tests.
+minute for the whole batch, each worker's canary included. Stops every process it started.
 
-    PYTHONPATH=$PWD/src .venv/bin/python benchmarks/cluster_grading.py --notebooks 8     # about 6 minutes on 2 cores
+    .venv/bin/python benchmarks/cluster_grading.py --notebooks 8     # about 6 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py --only cluster_grading    # the same, as rows of RESULTS.md
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from pathlib import Path
 import nbformat
 
 from llmcourse import grading
+
+from common import Result  # benchmarks/common.py: scripts here run with benchmarks/ on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -83,26 +86,51 @@ def here(subs: Path, out: Path, jobs: int) -> float:
     return time.monotonic() - started
 
 
+RUNS = [("local, --jobs 2", here, 2), ("local, --jobs 1", here, 1),
+        ("Dask, 1 worker", on_cluster, 1), ("Dask, 2 workers", on_cluster, 2)]
+
+
+def measure(n: int, runs=RUNS) -> list[tuple[str, float, bool]]:
+    """(run, seconds, CSV identical to the first run's) for each run, on the same n notebooks."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        subs = submissions(Path(tmp) / "submissions", n)
+        first = None
+        for i, (name, how, k) in enumerate(runs):
+            csv = Path(tmp) / f"run{i}" / "grades.csv"  # a fresh cache beside each CSV: every notebook is graded
+            seconds = how(subs, csv, k)
+            first = first or csv.read_bytes()
+            out.append((name, seconds, csv.read_bytes() == first))
+    return out
+
+
+def run(smoke: bool = False, n: int = 8) -> list[Result]:
+    """Notebooks per minute on a local cluster of 1 and 2 workers, beside this machine grading alone (with as many
+    jobs): the cost of going through Dask. Smoke: 2 notebooks, 1 job and 1 worker."""
+    n = 2 if smoke else n
+    runs = [RUNS[1], RUNS[2]] if smoke else RUNS
+    measured = {name: (seconds, same) for name, seconds, same in measure(n, runs)}
+    rows = []
+    for k in (1,) if smoke else (1, 2):
+        dask_name, local_name = f"Dask, {k} worker{'s' if k > 1 else ''}", f"local, --jobs {k}"
+        seconds, same = measured[dask_name]
+        rows.append(Result("grading on Dask", f"{n} notebooks of {ASSIGNMENT}, {k} local worker(s), canaries included",
+                           60 * n / seconds, 60 * n / measured[local_name][0], f"`llmcourse grade --jobs {k}`",
+                           "notebooks/min", note="same CSV as the local run" if same else "THE CSV DIFFERS"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notebooks", type=int, default=8)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        subs = submissions(Path(tmp) / "submissions", args.notebooks)
-        print(f"{args.notebooks} notebooks of {ASSIGNMENT}, {os.cpu_count()} cores, load average "
-              f"{os.getloadavg()[0]:.1f} before")
-        print("| run | seconds | notebooks / minute | CSV as the local 2-job run |")
-        print("|---|---:|---:|---|")
-        runs = [("local, --jobs 2", here, 2), ("local, --jobs 1", here, 1),
-                ("Dask, 1 worker", on_cluster, 1), ("Dask, 2 workers", on_cluster, 2)]
-        first = None
-        for i, (name, how, n) in enumerate(runs):
-            out = Path(tmp) / f"run{i}" / "grades.csv"  # a fresh cache beside each CSV: every notebook is graded
-            seconds = how(subs, out, n)
-            first = first or out.read_bytes()
-            print(f"| {name} | {seconds:.0f} | {60 * args.notebooks / seconds:.1f} | {out.read_bytes() == first} |",
-                  flush=True)
-        print(f"load average {os.getloadavg()[0]:.1f} after")
+    print(f"{args.notebooks} notebooks of {ASSIGNMENT}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} before")
+    print("| run | seconds | notebooks / minute | CSV as the local 2-job run |")
+    print("|---|---:|---:|---|")
+    for name, seconds, same in measure(args.notebooks):
+        print(f"| {name} | {seconds:.0f} | {60 * args.notebooks / seconds:.1f} | {same} |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} after")
 
 
 if __name__ == "__main__":
