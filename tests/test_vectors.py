@@ -200,8 +200,9 @@ def test_fused_step_equals_train_step():
 def test_alias_table_draws_the_distribution():
     probs = vectors.negative_distribution(torch.tensor([1000, 300, 20, 5, 5, 1]))
     threshold, alias = vectors.alias_table(probs)
-    columns = threshold.double() + torch.zeros(6, dtype=torch.float64).index_add_(0, alias.long(), 1 - threshold.double())
-    torch.testing.assert_close(columns / 6, probs, atol=1e-6, rtol=0)  # each word's share of the columns
+    topped_up = torch.zeros(6, dtype=torch.float64).index_add_(0, alias.long(), 1 - threshold.double())
+    columns = threshold.double() + topped_up  # (6,) each word's total share of the 6 columns
+    torch.testing.assert_close(columns / 6, probs, atol=1e-6, rtol=0)
     n = vectors.draw_negatives(threshold, alias, (200_000,), torch.Generator().manual_seed(0))
     torch.testing.assert_close(torch.bincount(n.long(), minlength=6).double() / 200_000, probs, atol=0.004, rtol=0)
 

@@ -14,9 +14,9 @@ small when the real pair scores high and the random pairs score low.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import random
-import threading
 import time
 import warnings
 from collections import Counter
@@ -208,7 +208,7 @@ def train_sgns(sentences: list[list[str]], dim: int = 100, window: int = 5, nega
 # several times faster (benchmarks/word2vec.py). Where `train_sgns`'s time goes, profiled on the chapter's
 # corpus: in each step, gathering rows (28%), the products (mul, bmm: 37%), `index_add_` (12%), sums and
 # sigmoid (17%) each write a (batch, 1+K, d) tensor that the next reads back, so the step is bound by memory
-# traffic; on a busy 2-core machine torch's OpenMP threads wait for each other on every small op (4 times
+# traffic; on a busy 2-core machine torch's OpenMP threads wait for each other on every small op (3 times
 # the processor time of one thread); making the pairs takes under 5%. The fast path fuses the step into a few
 # compiled loops (`torch.compile`) on one thread, draws negatives from a cache-sized alias table instead of the
 # 10M-entry unigram table, and makes the next epoch's pairs on a second thread meanwhile.
@@ -328,9 +328,9 @@ def train_sgns_fast(sentences: list[list[str]], dim: int = 100, window: int = 5,
         torch._dynamo.mark_dynamic(W_out, 0)
     expected_pairs = epochs * keep[ids].sum().item() * (window + 1)
     step, step_lr, done, losses = _step(compile), torch.tensor(lr), 0, []
-    pairs = _PairMaker(ids, sentence_of, keep, window, pair_gen, epochs, background=threads >= 2)
+    make = lambda: epoch_pairs(ids, sentence_of, keep, window, pair_gen)  # noqa: E731
     bar = tqdm(total=epochs * len(ids), desc="our SGNS, fast", unit="word", unit_scale=True, disable=not progress)
-    for centers, contexts in pairs:
+    for centers, contexts in _epochs_of_pairs(make, epochs, background=threads >= 2):
         for start in range(0, len(centers), batch_size):
             c, o = centers[start:start + batch_size], contexts[start:start + batch_size]
             n = draw_negatives(threshold, alias, (len(c), negative), gen)  # (b, K)
@@ -366,24 +366,16 @@ def _run_step(step, *args):
     return step
 
 
-class _PairMaker:
-    """The epochs' pairs (`epoch_pairs`), one epoch at a time; with `background`, each epoch's are made on a
-    second thread while the previous epoch trains (torch releases the GIL inside its ops)."""
-
-    def __init__(self, ids, sentence_of, keep, window, gen, epochs, background):
-        self.make = lambda: epoch_pairs(ids, sentence_of, keep, window, gen)  # noqa: E731
-        self.epochs, self.background = epochs, background
-
-    def __iter__(self):
-        ahead = {}
-        worker = threading.Thread(target=lambda: ahead.update(pairs=self.make()))
-        worker.start() if self.background else worker.run()
-        for epoch in range(self.epochs):
-            worker.join() if self.background else None
-            pairs = ahead.pop("pairs")
-            if epoch + 1 < self.epochs:  # the same generator, used in the same order: seeded runs repeat
-                worker = threading.Thread(target=lambda: ahead.update(pairs=self.make()))
-                worker.start() if self.background else worker.run()
+def _epochs_of_pairs(make, epochs: int, background: bool):
+    """make() once per epoch, yielded in turn; with `background`, each epoch's pairs are made on a second
+    thread while the previous epoch trains (torch releases the GIL inside its ops). One generator is used in
+    the same order either way, so seeded runs repeat."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(make) if background else None
+        for epoch in range(epochs):
+            pairs = ahead.result() if background else make()
+            if background and epoch + 1 < epochs:
+                ahead = pool.submit(make)
             yield pairs
 
 
