@@ -49,7 +49,9 @@ def measure(config: dict, max_words: int | None, repeats: int) -> dict:
         runs["fast"].append(timed(lambda: vectors.train_sgns_fast(sentences, progress=False, **ours)))
     best = {name: min(r, key=lambda x: x["seconds"]) for name, r in runs.items()}
     best["readable"] = timed(lambda: vectors.train_sgns(sentences, progress=False, **ours))
+    best["gensim beside readable"] = timed(lambda: Word2Vec(sentences, **theirs).wv)
     best["first fast"] = runs["fast"][0]  # the one that compiled
+    best["pairwise"] = [g["seconds"] / f["seconds"] for g, f in zip(runs["gensim"], runs["fast"])]
     return {"runs": best, "words": sum(map(len, sentences))}
 
 
@@ -70,21 +72,23 @@ def run(smoke: bool = False, cached: bool = False, repeats: int = 2) -> list[Res
     runs, words = result["runs"], result["words"] * config["epochs"]
     setting = (f"{result['words'] / 1e6:.2f}M-word corpus x {config['epochs']} epochs, d={config['dim']}, "
                f"{config['threads']} threads")
-    gensim = runs["gensim"]
     rows = []
     for name, label in (("readable", "readable train_sgns"), ("fast", "train_sgns_fast")):
         if name not in runs:
             continue
-        r = runs[name]
+        r, gensim = runs[name], runs["gensim beside readable" if name == "readable" else "gensim"]
         note = "the chapter's cached run" if cached and not smoke else \
             f"per processor second: {gensim['cpu_seconds'] / r['cpu_seconds']:.2f}x"
+        if name == "readable" and not (cached and not smoke):
+            note += "; gensim run right after it"
         if name == "fast" and "first fast" in runs:
-            first = runs["first fast"]
-            note += (f"; best of {1 if smoke else repeats} alternating runs with gensim; the first, which "
-                     f"compiled, {words / first['seconds']:,.0f} words/s")
+            first, pairwise = runs["first fast"], ", ".join(f"{x:.2f}" for x in runs["pairwise"])
+            note += (f"; best of {1 if smoke else repeats} alternating runs with gensim (ratio run by run: "
+                     f"{pairwise}); the first, which compiled, {words / first['seconds']:,.0f} words/s")
         rows.append(Result("word2vec", f"words/s, {label} ({setting})", words / r["seconds"],
                            words / gensim["seconds"], "gensim 4.4.0 Word2Vec(sg=1)", "words/s", note=note))
-    acc = {name: vectors.google_analogy_accuracy(r["kv"]) for name, r in runs.items() if name != "first fast"}
+    acc = {name: vectors.google_analogy_accuracy(runs[name]["kv"]) for name in ("gensim", "fast", "readable")
+           if name in runs}
     for name, label in (("readable", "readable train_sgns"), ("fast", "train_sgns_fast")):
         if name in acc:
             rows.append(Result("word2vec", f"Google analogy total %, {label} ({setting})", acc[name]["total %"],
