@@ -99,3 +99,146 @@ def test_reference_training_solves_synthetic_analogies(seed):
 def test_train_sgns_returns_keyed_vectors():
     kv = vectors.train_sgns(vectors.synthetic_corpus(300), dim=8, epochs=1, min_count=1, progress=False)
     assert kv.vector_size == 8 and kv.index_to_key[0] == "the" and len(kv.losses) >= 1
+
+
+
+# --- the fast path: the same training as train_sgns, in distribution ---------------------------------------
+
+
+def _zipf_sentences(n_words: int = 60_000, vocab: int = 400, seed: int = 0) -> list[list[str]]:
+    """Sentences of 3 to 30 words drawn with Zipf frequencies, words "w0" (the commonest) to "w399"."""
+    gen = torch.Generator().manual_seed(seed)
+    p = 1 / torch.arange(1, vocab + 1).double()
+    ids = torch.multinomial(p / p.sum(), n_words, replacement=True, generator=gen).tolist()
+    sentences, start = [], 0
+    while start < n_words:
+        n = int(torch.randint(3, 31, (), generator=gen))
+        sentences.append([f"w{i}" for i in ids[start:start + n]])
+        start += n
+    return sentences
+
+
+def _offset_shares(centers, contexts, window):
+    """Share of the pairs at each distance 1..window in the text (ids are positions)."""
+    h = torch.bincount((contexts.long() - centers.long()).abs(), minlength=window + 1)[1:].double()
+    return h / h.sum()
+
+
+def test_fast_pairs_shrink_windows_like_train_sgns():
+    """Each centre draws a window r in 1..5, so distance k is used in proportion to 5 - k + 1 (5:4:3:2:1)."""
+    N, window = 100_000, 5
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.arange(N)  # each token its own word: context - centre is the pair's offset in the text
+    sentence_of = (torch.rand(N, generator=gen) < 0.005).cumsum(0)  # sentences of about 200 words
+    c, o = vectors.epoch_pairs(ids, sentence_of, torch.ones(N), window, gen)
+    c_ref, o_ref = vectors.skipgram_pairs(ids, sentence_of, window, gen)
+    want = torch.arange(window, 0, -1).double() / sum(range(1, window + 1))  # (5, 4, 3, 2, 1) / 15
+    torch.testing.assert_close(_offset_shares(c_ref, o_ref, window), want, atol=0.01, rtol=0)
+    torch.testing.assert_close(_offset_shares(c, o, window), want, atol=0.01, rtol=0)
+    assert abs(len(c) / len(c_ref) - 1) < 0.01
+    assert (sentence_of[c.long()] == sentence_of[o.long()]).all()
+
+
+def test_fast_pairs_subsample_like_train_sgns():
+    """In one long sentence every kept token is in some pair: the share of tokens used is the keep rate."""
+    N = 100_000
+    gen = torch.Generator().manual_seed(0)
+    keep = torch.rand(N, generator=gen).clamp(min=0.1)  # (N,) each position's chance to be kept
+    c, _ = vectors.epoch_pairs(torch.arange(N), torch.zeros(N, dtype=torch.long), keep, 5, gen)
+    used = torch.bincount(c.long(), minlength=N) > 0
+    for part in (keep < 0.5, keep >= 0.5):  # rare and frequent words alike
+        assert abs(used[part].double().mean() - keep[part].double().mean()) < 0.01
+
+
+def test_fast_training_draws_like_train_sgns(monkeypatch):
+    """Every step of train_sgns_fast, recorded: the same vocabulary, centre words, pairs per epoch, negatives
+    from count^0.75 and a learning rate decaying linearly from lr, as train_sgns."""
+    steps, step = [], vectors.sgns_fused_step
+
+    def recorder(W_in, W_out, c, o, n, lr):
+        steps.append((c.clone(), n.clone(), lr.item()))
+        return step(W_in, W_out, c, o, n, lr)
+
+    monkeypatch.setattr(vectors, "sgns_fused_step", recorder)
+    sentences, epochs = _zipf_sentences(), 2
+    kv = vectors.train_sgns_fast(sentences, dim=8, epochs=epochs, min_count=1, batch_size=4096, compile=False,
+                                 progress=False)
+    words, counts = vectors.build_vocab(sentences, 1)
+    assert kv.index_to_key == words
+    index = {w: i for i, w in enumerate(words)}
+    ids = torch.tensor([index[w] for s in sentences for w in s])
+    sentence_of = torch.tensor([k for k, s in enumerate(sentences) for _ in s])
+    gen = torch.Generator().manual_seed(0)
+    kept = torch.rand(len(ids), generator=gen) < vectors.keep_probabilities(counts)[ids]  # train_sgns's epoch
+    c_ref, _ = vectors.skipgram_pairs(ids[kept], sentence_of[kept], 5, gen)
+    centers = torch.cat([c for c, _, _ in steps]).long()
+    assert abs(len(centers) / (epochs * len(c_ref)) - 1) < 0.02, "not as many pairs per epoch as train_sgns"
+
+    def shares(x):
+        return torch.bincount(x, minlength=len(words)).double() / len(x)
+
+    assert (shares(centers) - shares(c_ref)).abs().sum() / 2 < 0.05, "centre words not subsampled as in train_sgns"
+    negatives = torch.cat([n.reshape(-1) for _, n, _ in steps]).long()
+    tv = (shares(negatives) - vectors.negative_distribution(counts)).abs().sum() / 2
+    assert tv < 0.01, f"negatives not drawn in proportion to count^0.75 (total variation {tv:.3f})"
+    lrs = torch.tensor([lr for _, _, lr in steps], dtype=torch.float64)
+    done = torch.tensor([0] + [len(c) for c, _, _ in steps[:-1]]).cumsum(0)
+    expected_pairs = epochs * vectors.keep_probabilities(counts)[ids].sum() * (5 + 1)  # as train_sgns
+    torch.testing.assert_close(lrs, (0.025 * (1 - done / expected_pairs)).clamp(min=1e-4), atol=1e-7, rtol=0)
+
+def test_fused_step_equals_train_step():
+    gen = torch.Generator().manual_seed(0)
+    W_in, W_out = torch.randn(30, 6, generator=gen), torch.randn(30, 6, generator=gen)
+    c, o, n = torch.randint(0, 30, (50,), generator=gen), torch.randint(0, 30, (50,), generator=gen), \
+        torch.randint(0, 30, (50, 4), generator=gen)
+    want_in, want_out = vectors.train_step(W_in.clone(), W_out.clone(), c, o, n, 0.1)
+    vectors.sgns_fused_step(W_in, W_out, c, o, n, torch.tensor(0.1))
+    torch.testing.assert_close(W_in, want_in)
+    torch.testing.assert_close(W_out, want_out)
+
+
+def test_alias_table_draws_the_distribution():
+    probs = vectors.negative_distribution(torch.tensor([1000, 300, 20, 5, 5, 1]))
+    threshold, alias = vectors.alias_table(probs)
+    topped_up = torch.zeros(6, dtype=torch.float64).index_add_(0, alias.long(), 1 - threshold.double())
+    columns = threshold.double() + topped_up  # (6,) each word's total share of the 6 columns
+    torch.testing.assert_close(columns / 6, probs, atol=1e-6, rtol=0)
+    n = vectors.draw_negatives(threshold, alias, (200_000,), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.bincount(n.long(), minlength=6).double() / 200_000, probs, atol=0.004, rtol=0)
+
+
+def test_fast_training_learns_like_train_sgns():
+    """On the synthetic corpus, from the same start: the same analogies solved, the same losses, and closer
+    neighbourhoods than two seeds of train_sgns share (measured: 0.65 of the top-5 neighbours against 0.39)."""
+    config = dict(dim=20, window=3, epochs=10, min_count=1, lr=0.025, batch_size=128, threads=1, progress=False)
+    sentences = vectors.synthetic_corpus(2000, seed=0)
+    slow = vectors.train_sgns(sentences, seed=0, **config)
+    fast = vectors.train_sgns_fast(sentences, seed=0, compile=False, **config)
+    assert fast.index_to_key == slow.index_to_key
+    for kv in (slow, fast):
+        correct, answered, skipped = vectors.evaluate_analogies(torch.from_numpy(kv.vectors), kv.index_to_key,
+                                                                vectors.synthetic_analogies())
+        assert skipped == 0 and correct >= 0.9 * answered
+    assert len(fast.losses) == len(slow.losses)
+    mean = lambda losses: sum(losses[1:]) / len(losses[1:])  # noqa: E731  (the first is before any step)
+    assert abs(mean(fast.losses) / mean(slow.losses) - 1) < 0.03
+
+    def neighbours(kv):
+        U = vectors.unit_rows(torch.from_numpy(kv.vectors))
+        return (U @ U.T).fill_diagonal_(-2).topk(5).indices  # (V, 5)
+
+    shared = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(neighbours(fast), neighbours(slow))]
+    assert sum(shared) / (5 * len(shared)) > 0.5
+
+
+def test_compiled_step_equals_the_uncompiled_one():
+    """What torch.compile makes of sgns_fused_step computes the same update (one compile: seconds once
+    torch's inductor cache is warm)."""
+    gen = torch.Generator().manual_seed(0)
+    W_in, W_out = torch.randn(40, 8, generator=gen), torch.randn(40, 8, generator=gen)
+    c, o, n = (torch.randint(0, 40, shape, generator=gen, dtype=torch.int32) for shape in ((64,), (64,), (64, 3)))
+    want_in, want_out = W_in.clone(), W_out.clone()
+    vectors.sgns_fused_step(want_in, want_out, c, o, n, torch.tensor(0.1))
+    vectors._step(compile=True)(W_in, W_out, c, o, n, torch.tensor(0.1))
+    torch.testing.assert_close(W_in, want_in)
+    torch.testing.assert_close(W_out, want_out)
