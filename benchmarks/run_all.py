@@ -23,7 +23,7 @@ import common
 from common import Result
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["grading", "cluster_grading", "train_char", "kv_cache", "scaling_sweep", "book_build"]  # + word2vec: being rewritten
+BENCHMARKS = ["word2vec", "grading", "cluster_grading", "train_char", "kv_cache", "scaling_sweep", "book_build"]
 
 
 def run_one(name: str, smoke: bool) -> tuple[list[Result], float]:
