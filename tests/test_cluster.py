@@ -88,8 +88,8 @@ class LocalCluster:
         return None
 
     def kill(self, name: str) -> None:
-        """SIGKILL a worker and everything it started, as when its machine is lost; then remove the folder it
-        graded in (a lost machine takes it along)."""
+        """SIGKILL a worker and everything it started, as when its machine is lost; then remove the folders it
+        graded in and its kernel's folder in /tmp (a lost machine takes them along)."""
         below = self.descendants(name)
         self.procs[name].kill()
         self.procs[name].wait()
@@ -98,9 +98,13 @@ class LocalCluster:
             course = _course_of(proc)  # WORK/students/sN
             if course:
                 folders.add(course.parents[1])
+            try:  # a sandboxed kernel: python -I KERNEL_DIR/sandbox.py KERNEL_DIR/settings.json ...
+                folders |= {Path(arg).parent for arg in proc.cmdline() if arg.endswith("/sandbox.py")}
+            except psutil.Error:
+                pass
             _kill(proc)
         for folder in folders:
-            if folder.name.startswith("llmcourse-worker-"):
+            if folder.name.startswith(("llmcourse-worker-", "llmcourse-kernel-")):
                 shutil.rmtree(folder, ignore_errors=True)
 
     def stop(self) -> None:
