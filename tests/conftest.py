@@ -63,6 +63,8 @@ def build_book() -> Path:
 def built_book_html() -> Path:
     """The book's HTML; built here if `make book` or test_book has not built it."""
     book = REPO / "_build" / "html"
+    if "proc" in _background:  # being built in the background: wait for it (it rewrites the pages meanwhile)
+        return build_book()
     return book if (book / "index.html").exists() else build_book()
 
 

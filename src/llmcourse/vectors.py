@@ -372,9 +372,9 @@ def _epochs_of_pairs(make, epochs: int, background: bool):
     the same order either way, so seeded runs repeat."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         ahead = pool.submit(make) if background else None
-        for epoch in range(epochs):
+        for left in range(epochs - 1, -1, -1):  # epochs still to make after this one
             pairs = ahead.result() if background else make()
-            if background and epoch + 1 < epochs:
+            if background and left:
                 ahead = pool.submit(make)
             yield pairs
 
