@@ -14,6 +14,9 @@ SYSTEM_STAMP := .venv/.debian-packages
 # browser test (tests/test_browser.py). Installed with apt-get when missing (as root, or through sudo).
 DEBIAN_PACKAGES := fonts-wqy-microhei chromium
 DATA_STAMP := data/.fetched
+# Two set-ups at once (two clones, or a build beside a test run): apt-get install waits up to 10 minutes for the
+# other's dpkg lock instead of failing at once; apt-get update (whose list lock ignores that option) is retried.
+APT_WAIT := -o DPkg::Lock::Timeout=600
 # pip on this machine warns about every missing local index; keep the log readable.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
@@ -45,8 +48,10 @@ $(SYSTEM_STAMP): Makefile $(VENV_STAMP)
 	  echo "Installing Debian packages:" $$missing; \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; else \
 	    echo "Cannot install" $$missing "(not root, no sudo): install them, then run make again." >&2; exit 1; fi; \
-	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing"; \
-	  $$apt >/dev/null || { $$sudo apt-get update -q >/dev/null && $$apt >/dev/null; } || { \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -q --no-install-recommends $$missing"; \
+	  update() { for try in $$(seq 60); do out=$$($$sudo apt-get update -q 2>&1) && return 0; \
+	    grep -q "Could not get lock" <<<"$$out" || { echo "$$out" >&2; return 1; }; sleep 10; done; return 1; }; \
+	  $$apt >/dev/null || { update && $$apt >/dev/null; } || { \
 	    echo "apt-get could not install" $$missing >&2; exit 1; }; \
 	  rm -f "$${MPLCONFIGDIR:-$$HOME/.cache/matplotlib}"/fontlist-*.json; \
 	fi
