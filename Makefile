@@ -22,12 +22,17 @@ QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || tru
 
 .PHONY: book test bench venv data system release kit clean
 
+# book/build.py executes the chapters that the execution cache lacks in parallel (one per core), then runs
+# `jupyter-book build . --builder html -W -n --keep-going`, which finds them cached and only renders.
 book: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
-	.venv/bin/jupyter-book build . --builder html -W -n --keep-going 2>&1 | { grep -v "^$$" || true; }
+	$(PY) book/build.py 2>&1 | { grep -v "^$$" || true; }
 	@echo "The book is in _build/html/index.html"
 
+# The suite on every core (pytest-xdist): a worker per core (TEST_WORKERS=0: in one process, as plain pytest);
+# the book builds in the background meanwhile (tests/conftest.py).
+TEST_WORKERS ?= auto
 test: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
 	$(PY) benchmarks/run_all.py

@@ -23,7 +23,9 @@ import common
 from common import Result
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["word2vec", "grading", "cluster_grading", "train_char", "kv_cache", "scaling_sweep", "book_build"]
+NOTES = HERE / "notes.md"
+BENCHMARKS = ["word2vec", "grading", "cluster_grading", "train_char", "kv_cache", "scaling_sweep", "book_build",
+              "make_cold"]
 
 
 def run_one(name: str, smoke: bool) -> tuple[list[Result], float]:
@@ -60,6 +62,8 @@ def render(runs: dict, smoke: bool) -> str:
         if name in runs:
             r = runs[name]
             lines.append(f"| {name} | {r['date']} | {r['commit']} | {r['seconds'] / 60:.1f} | {r['load']} |")
+    if NOTES.exists():  # measured analyses written by hand (profiles), kept across runs
+        lines += ["", NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,9 @@
 first finds the chapters of _toc.yml that the cache (`execute.cache` in _config.yml) lacks, executes them in a
 pool of one kernel per core, longest first, and caches them as myst-nb would (the same reader, working folder,
 timeout and cache), so that the `jupyter-book build` that follows finds every chapter cached and only renders.
-`make book`, the test suite (tests/conftest.py) and benchmarks/book_build.py build the book with it.
+`make book`, the test suite (tests/conftest.py) and benchmarks/book_build.py build the book with it. Two builds
+of one checkout at once (a test run beside `make book`, or two test workers) take turns: the second waits for
+the first (a lock in _build/), then finds the chapters cached and only renders.
 
     .venv/bin/python book/build.py                  # execute what the cache lacks, then jupyter-book build
     .venv/bin/python book/build.py --execute-only   # only fill the execution cache
@@ -13,8 +15,10 @@ timeout and cache), so that the `jupyter-book build` that follows finds every ch
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -132,6 +136,12 @@ def execute_missing(root: Path = ROOT, jobs: int | None = None, log=print) -> bo
     started, failed = time.perf_counter(), []
     # spawn, not fork: the workers start without this process's open cache database and threads
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        def stop(signum, frame):  # terminated (a test run ends early): the workers go, their kernels with them
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            os._exit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
         pending = {pool.submit(execute, str(page), settings["timeout"], settings["allow_errors"]) for page in pages}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -156,12 +166,17 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None, help="pages executed at once (default: one per core)")
     parser.add_argument("--execute-only", action="store_true", help="fill the execution cache, do not render")
     args = parser.parse_args()
-    if not execute_missing(ROOT, args.jobs, log=lambda line: print(line, flush=True)):
-        print("The book does not build: a page failed to execute (above).", flush=True)
-        return 1
-    if args.execute_only:
-        return 0
-    return subprocess.run(JUPYTER_BOOK, cwd=ROOT).returncode
+    (ROOT / "_build").mkdir(exist_ok=True)
+    with open(ROOT / "_build" / "book-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another build of this checkout runs: wait for it
+        if not execute_missing(ROOT, args.jobs, log=lambda line: print(line, flush=True)):
+            print("The book does not build: a page failed to execute (above).", flush=True)
+            return 1
+        if args.execute_only:
+            return 0
+        render = subprocess.Popen(JUPYTER_BOOK, cwd=ROOT)
+        signal.signal(signal.SIGTERM, lambda signum, frame: (render.terminate(), os._exit(128 + signum)))
+        return render.wait()
 
 
 if __name__ == "__main__":

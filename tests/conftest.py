@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import copy
+import fcntl
 import importlib
 import os
 import subprocess
@@ -18,36 +19,101 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
-# The book's cold build is the longest single step of the suite (every chapter executes, demo models train), and
-# most of it runs on one core: it starts in the background as soon as the tests are collected, the tests that
-# need it run last, and the others run meanwhile on the other core.
+# The book's cold build is the longest single step of the suite (every chapter executes, demo models train): it
+# starts in the background as soon as the tests are collected (book/build.py, as `make book`: the chapters execute
+# in parallel, then jupyter-book renders), the tests that need it run last, and the others run meanwhile.
+#
+# `make test` runs the suite on every core (pytest-xdist, `-n auto`). Tests are handed out by file, except two
+# groups that each stay on one worker: the tests that read the built book (one build, read by one process), and
+# the tests that grade (grading users' files in /tmp, which the hostile batch checks are all cleared).
 BOOK_MODULES = {"test_book", "test_browser", "test_kit"}
-BOOK_COMMAND = [str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--builder", "html", "-W", "-n",
-                "--keep-going"]
+GRADING_MODULES = {"test_exercises", "test_cluster", "test_report", "test_benchmarks"}  # and test_grading_*
+BOOK_COMMAND = [sys.executable, str(REPO / "book" / "build.py")]
 _background: dict = {}
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """Tests of BOOK_MODULES go last, and the book starts building now (unless only collecting)."""
-    needs = [item for item in items if getattr(item.module, "__name__", "") in BOOK_MODULES]
-    if not needs or config.option.collectonly:
-        return
-    items[:] = [item for item in items if getattr(item.module, "__name__", "") not in BOOK_MODULES] + needs
+def group_of(module: str) -> str | None:
+    """The group whose tests run one after another on one worker ("book", "grading"), or None."""
+    if module in BOOK_MODULES:
+        return "book"
+    if module in GRADING_MODULES or module.startswith("test_grading"):
+        return "grading"
+    return None
+
+
+class GroupsOnOneWorker:
+    """Under pytest-xdist: a file per worker at a time, each group of `group_of` as one unit (in the
+    controller; xdist's own `--dist loadgroup` does not group under pytest 9.2)."""
+
+    @staticmethod
+    def scheduling():
+        from xdist.scheduler import LoadScopeScheduling
+
+        class GroupScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                path = nodeid.split("::", 1)[0]
+                return group_of(Path(path).stem) or path
+
+        return GroupScheduling
+
+    def pytest_xdist_make_scheduler(self, config, log):
+        config.option.loadscopereorder = False  # the order of pytest_collection_modifyitems: grading first
+        return self.scheduling()(config, log)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):  # registered only then: pytest refuses a hook it does not know
+        config.pluginmanager.register(GroupsOnOneWorker(), "llmcourse-groups")
+
+
+def _start_book_build() -> None:
+    """Start book/build.py in the background, from one process of the session (the first worker to get the
+    lock, under xdist); the others build (a warm build: they wait for this one) when they need the book."""
     (REPO / "_build").mkdir(exist_ok=True)
+    starter = open(REPO / "_build" / "book-build-starter.lock", "w")
+    try:
+        fcntl.flock(starter, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another worker of this run (or another run) started it
+        starter.close()
+        return
+    _background["starter"] = starter  # held until this process ends
     _background["log"] = log = open(REPO / "_build" / "book-build.log", "w")
     _background["proc"] = subprocess.Popen(BOOK_COMMAND, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The grading tests go first (the longest group), the tests of BOOK_MODULES last, and the book starts
+    building now (unless only collecting)."""
+    rank = {"grading": 0, None: 1, "book": 2}
+    groups = {item: group_of(Path(str(item.path)).stem) for item in items}
+    items.sort(key=lambda item: rank[groups[item]])  # a stable sort: the files keep their order
+    if config.option.collectonly or "book" not in groups.values():
+        return
+    _start_book_build()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _background["exitstatus"] = exitstatus
 
 
 def pytest_unconfigure(config):
     proc = _background.pop("proc", None)
     if proc is not None and proc.poll() is None:
-        proc.terminate()
-        proc.wait()
+        # An xdist worker whose tests are done may have started the build that another worker's book tests
+        # wait for: it lets the build finish, unless the run was interrupted.
+        if os.environ.get("PYTEST_XDIST_WORKER") and _background.get("exitstatus") in (0, 1):
+            proc.wait()
+        else:
+            proc.terminate()  # book/build.py stops its kernels
+            proc.wait()
 
 
 def build_book() -> Path:
     """Build the book as `make book` does (execution is cached); fails the test with the build's log if it fails.
-    The first call waits for the build started in the background at collection."""
+    The first call waits for the build started in the background at collection, or builds (after any other
+    build of this checkout: book/build.py takes turns); later calls in this process return at once."""
+    if "html" in _background:
+        return _background["html"]
     proc = _background.pop("proc", None)
     if proc is not None:
         code = proc.wait()
@@ -57,15 +123,14 @@ def build_book() -> Path:
         result = subprocess.run(BOOK_COMMAND, cwd=REPO, capture_output=True, text=True)
         code, output = result.returncode, result.stdout + result.stderr
     assert code == 0, "the book does not build:\n" + output[-6000:]
-    return REPO / "_build" / "html"
+    _background["html"] = REPO / "_build" / "html"
+    return _background["html"]
 
 
 def built_book_html() -> Path:
-    """The book's HTML; built here if `make book` or test_book has not built it."""
-    book = REPO / "_build" / "html"
-    if "proc" in _background:  # being built in the background: wait for it (it rewrites the pages meanwhile)
-        return build_book()
-    return book if (book / "index.html").exists() else build_book()
+    """The book's HTML, built (or rebuilt, quickly when nothing changed) by this process first: another build
+    may be rewriting the pages meanwhile."""
+    return build_book()
 
 
 def planted_for(assignment: str) -> dict:
