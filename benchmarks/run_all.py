@@ -6,6 +6,7 @@ next) and returns its rows (`common.Result`); the table states the machine, the 
     .venv/bin/python benchmarks/run_all.py                  # everything (about an hour on 2 cores)
     .venv/bin/python benchmarks/run_all.py --only word2vec  # one benchmark (the file's name)
     .venv/bin/python benchmarks/run_all.py --smoke --out /tmp/r.md   # tiny sizes: checks that each runs
+    .venv/bin/python benchmarks/run_all.py --render         # rewrite RESULTS.md from RESULTS.json and notes.md
 """
 from __future__ import annotations
 
@@ -74,8 +75,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; the numbers mean nothing")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md",
                         help="the table; its rows are also kept beside it, in the same name with .json")
+    parser.add_argument("--render", action="store_true", help="run nothing: rewrite the table from the rows kept")
     args = parser.parse_args()
     store = args.out.with_suffix(".json")
+    if args.render:
+        args.out.write_text(render(json.loads(store.read_text()), args.smoke))
+        print(f"wrote {args.out}")
+        return
     runs = json.loads(store.read_text()) if args.only and store.exists() else {}
     failed = []
     for name in args.only or BENCHMARKS:

@@ -90,6 +90,19 @@ def test_chapters_execute_in_parallel_once_and_the_build_only_renders(tmp_path):
     assert len((root / "book" / "runs.txt").read_text().split()) == 3, "the warm build ran a page"
 
 
+def test_two_builds_at_once_take_turns(tmp_path):
+    """A test run beside `make book`, or two test workers: the second build waits for the first, then finds
+    every page cached; no page runs twice."""
+    root = small_book(tmp_path, ["a", "b"])
+    command = [sys.executable, str(root / "book" / "build.py"), "--jobs", "1"]
+    procs = [subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
+    outputs = [proc.communicate(timeout=900)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], "\n".join(out[-3000:] for out in outputs)
+    assert sum("executing 2 page(s)" in out for out in outputs) == 1, outputs
+    assert sorted((root / "book" / "runs.txt").read_text().split()) == ["a", "b"], "a page ran twice"
+
+
 def test_a_failing_page_fails_the_build_and_names_itself(tmp_path):
     root = small_book(tmp_path, ["a", "b"])
     (root / "book" / "b.md").write_text(PAGE.format(name="b").replace('print("b ran")', "1 / 0"))
