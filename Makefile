@@ -25,7 +25,7 @@ QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || tru
 # book/build.py executes the chapters that the execution cache lacks in parallel (one per core), then runs
 # `jupyter-book build . --builder html -W -n --keep-going`, which finds them cached and only renders.
 book: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
-	$(PY) book/build.py 2>&1 | { grep -v "^$$" || true; }
+	$(PY) book/build.py 2>&1 | { grep --line-buffered -v "^$$" || true; }
 	@echo "The book is in _build/html/index.html"
 
 # The suite on every core (pytest-xdist): a worker per core (TEST_WORKERS=0: in one process, as plain pytest);

@@ -71,15 +71,28 @@ def execution_settings(root: Path = ROOT) -> dict:
             "exclude": list(execute.get("exclude_patterns") or [])}
 
 
-def read_notebook(path: Path):
-    """The notebook myst-nb makes of a page (the cache matches it by its code cells and kernelspec)."""
+# jupyter-book 1's default MyST extensions (its default_config.yml): a `:::` block decides which code cells are
+# nested, so the pages are read with them, as the build reads them
+JB_MYST_EXTENSIONS = ["colon_fence", "dollarmath", "linkify", "substitution", "tasklist"]
+
+
+def read_notebook(path: Path, root: Path = ROOT):
+    """The notebook myst-nb makes of a page in the build (the cache matches it by its code cells, their
+    metadata and the kernelspec)."""
     import nbformat
-    from myst_nb.core.read import is_myst_markdown_notebook, myst_nb_reader_plugin
+    from myst_nb.core.read import is_myst_markdown_notebook, read_myst_markdown_notebook
+    from myst_parser.config.main import MdParserConfig
 
     if path.suffix == ".ipynb":
         return nbformat.read(path, as_version=4)
     text = path.read_text(encoding="utf8")
-    return myst_nb_reader_plugin(str(path)) if is_myst_markdown_notebook(text) else None
+    if not is_myst_markdown_notebook(text):
+        return None
+    parse = (yaml.safe_load((root / "_config.yml").read_text()) or {}).get("parse") or {}
+    extensions = JB_MYST_EXTENSIONS + [e for e in parse.get("myst_enable_extensions") or [] if e not in
+                                       JB_MYST_EXTENSIONS]
+    config = MdParserConfig(enable_extensions=set(extensions))
+    return read_myst_markdown_notebook(text, config=config, add_source_map=True, path=str(path))
 
 
 def to_execute(root: Path, settings: dict, cache) -> list[Path]:
@@ -89,7 +102,7 @@ def to_execute(root: Path, settings: dict, cache) -> list[Path]:
         relative = PurePosixPath(page.relative_to(root).as_posix())
         if any(relative.match(pattern) for pattern in settings["exclude"]):  # jupyter-book matches from the right
             continue
-        notebook = read_notebook(page)
+        notebook = read_notebook(page, root)
         if notebook is None or not any(cell.cell_type == "code" for cell in notebook.cells):
             continue
         try:
@@ -99,11 +112,11 @@ def to_execute(root: Path, settings: dict, cache) -> list[Path]:
     return pages
 
 
-def execute(path: str, timeout: int, allow_errors: bool) -> tuple[str, object, float, str | None]:
+def execute(path: str, root: str, timeout: int, allow_errors: bool) -> tuple[str, object, float, str | None]:
     """Run one page's notebook in its own folder (in a worker process): (path, notebook, seconds, error)."""
     from jupyter_cache.executors.utils import single_nb_execution
 
-    notebook = read_notebook(Path(path))
+    notebook = read_notebook(Path(path), Path(root))
     result = single_nb_execution(notebook, cwd=str(Path(path).parent), timeout=timeout, allow_errors=allow_errors,
                                  meta_override=True)
     return path, result.nb, result.time, result.exc_string if result.err is not None else None
@@ -142,7 +155,8 @@ def execute_missing(root: Path = ROOT, jobs: int | None = None, log=print) -> bo
             os._exit(128 + signum)
 
         signal.signal(signal.SIGTERM, stop)
-        pending = {pool.submit(execute, str(page), settings["timeout"], settings["allow_errors"]) for page in pages}
+        pending = {pool.submit(execute, str(page), str(root), settings["timeout"], settings["allow_errors"])
+                   for page in pages}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
