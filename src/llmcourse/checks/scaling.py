@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from llmcourse import scaling
-from llmcourse.checks.core import Check, as_float_array, fail, register
+from llmcourse.checks.core import Check, as_float_array, diagnosis, fail, register
 
 FIT_RTOL = 1e-4       # the power-law fit and the allocation have closed forms: tight
 SAT_RTOL = 1e-3       # the saturating fit is iterative: its parameters within 0.1%, or
@@ -60,6 +60,7 @@ def _power_cases(seed: int = 0, alphas=(0.3, 0.08), amplitudes=(40.0, 12.0), noi
     return out
 
 
+@diagnosis
 def _linear_space_power_fit(x: np.ndarray, y: np.ndarray, start: float) -> tuple[float, float]:
     """The mistake: least squares on the losses themselves, sum (L - A x^-alpha)^2 (A solved for each alpha)."""
     def sse(alpha):
@@ -226,6 +227,7 @@ def _optimal_cases(budgets=(3.14e23, 1e21, 5.76e23), other=((1e20, 100.0, 1000.0
     return [(float(C), c["A"], c["B"], c["alpha"], c["beta"]) for C in budgets] + [tuple(map(float, o)) for o in other]
 
 
+@diagnosis
 def _allocation(C, A, B, alpha, beta, per=6.0, swap_exponents=False, invert_g=False):
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     G = 1 / G if invert_g else G
