@@ -114,8 +114,8 @@ class Check:
                 fail(f"`{self.name}` changed its argument `{arg}`, the caller's {kind}: it must return a new "
                      f"{'value' if kind not in ('list', 'tensor') else kind} and leave its inputs as they were. An "
                      "in-place operation (`x += ...`, `x /= ...`, `x[...] = ...`, `.add_(...)`, `.append(...)` on the "
-                     "given list) writes into the caller's object: compute a new one instead (`x = x + ...`, "
-                     "`tokens = list(prompt)`).")
+                     "given list) writes into the caller's object: compute a new one instead (`x = x + ...`, a "
+                     "copy of a list with `list(...)`).")
 
     def judge_case(self, args: tuple, plain: Any) -> None:
         """`compare` on one case's plain result; for a `seeded` check on the first of its three results, then

@@ -170,10 +170,11 @@ check_training_flops = register(Check(
 
 # --- the saturating law: E + A / x^alpha -------------------------------------------------------------------
 
-def _saturating_cases(seed: int = 0, laws=((0.8, 5.0, 0.15), (2.0, 30.0, 0.6)), noise: float = 0.005,
-                      chinchilla: bool = True) -> list[tuple]:
-    """(x (15,), loss (15,)): noiseless laws with known (E, A, alpha), Chinchilla's L(N) with infinite data
-    (E = 1.69, A = 406.4, alpha = 0.34), then the first law with relative noise."""
+def _saturating_cases(seed: int = 0, laws=((0.8, 5.0, 0.15), (2.0, 30.0, 0.6), (1.0, 2e4, 1.2)),
+                      noise: float = 0.005, chinchilla: bool = True) -> list[tuple]:
+    """(x (15,), loss (15,)): noiseless laws with known (E, A, alpha), one with alpha above 1 (the task allows
+    0 < alpha <= 3), Chinchilla's L(N) with infinite data (E = 1.69, A = 406.4, alpha = 0.34), then the first law
+    with relative noise."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.logspace(3, 10, 15, dtype=torch.float64)
     out = [(x, e + a * x ** -alpha) for e, a, alpha in laws]
@@ -202,6 +203,9 @@ def _compare_saturating(args, got) -> None:
     if got[2] < 0 and _sse(x, y, got * [1, 1, -1]) < 2 * best + 1e-9:
         fail(f"`fit_saturating` {what}: exponent sign: L = E + A * x**(-alpha) falls as x grows, so alpha is "
              "positive.")
+    if want[2] > 1 and got[2] <= 1 + 1e-6:
+        fail(f"`fit_saturating` {what} returned alpha = {got[2]:.4g}, but the best exponent here is {want[2]:.4g}: "
+             "your search stops at 1. The task allows any exponent 0 < alpha <= 3: search that whole range.")
     slope, intercept = np.polyfit(np.log(x), np.log(y), 1)         # a pure power law through the same points
     if abs(got[0]) < 1e-6 * abs(want[0]) or _close(got[1:], np.array([math.exp(intercept), -slope]), 1e-3):
         fail(f"`fit_saturating` {what} returned E = {got[0]:.4g}: the irreducible term is forgotten. These losses "
