@@ -148,21 +148,29 @@ for info in pkgutil.walk_packages(llmcourse.__path__, "llmcourse."):
             functions.append((info.name, name, fn))
 found = []
 os.chdir(SCRATCH)
+slow = set()
 for check, args, answer in cases:
     for module, name, fn in functions:
+        if (module, name) in slow:
+            continue
         try:
             inspect.signature(fn).bind(*args)
         except (TypeError, ValueError):
             continue
-        signal.alarm(3)
         try:
-            got = fn(*clone(args))
+            signal.alarm(2)
+            try:
+                got = fn(*clone(args))
+            finally:
+                signal.alarm(0)
+        except TimeoutError:
+            slow.add((module, name))      # a training run or a model's load: no lookup of an answer
+            continue
         except BaseException:
             continue
-        finally:
-            signal.alarm(0)
         if same(got, answer):
             found.append(f"{module}.{name} answers {check}")
+print(len(slow), "functions too slow to probe:", sorted(slow))
 print(len(functions), "functions")
 print("\n".join(sorted(set(found))) or "none")
 '''

@@ -37,7 +37,9 @@ def kernel_needs() -> dict[str, set[str]]:
     needs: dict[str, set[str]] = {}
     for check in checks.REGISTRY.values():
         for fn in (check.output, *(check.watch or ())[1:]):
-            needs.setdefault(fn.__module__, set()).add(fn.__name__)
+            # a lambda (`lambda v, name: _as_fit(v, name, 2)`) is no module-level def: the names it calls are
+            names = {fn.__name__, *getattr(getattr(fn, "__code__", None), "co_names", ())}
+            needs.setdefault(fn.__module__, set()).update(names)
     return needs
 
 
