@@ -118,5 +118,6 @@ def test_head_patterns_plant_one_name_mover(seed):
     h = ioi.head_patterns(seed, n_prompts=6, n_layers=2, n_heads=4)
     assert h["attention"].shape[:3] == (6, 2, 4)
     assert torch.allclose(h["attention"].sum(-1), torch.ones(h["attention"].shape[:-1]))
-    mover = [head for head, role in h["roles"].items() if role == "name mover"]
-    assert ioi.name_mover(h["attention"], h["io_pos"], h["s_pos"]) == mover[0]
+    assert "roles" not in h                          # the planted heads are the exercise's answer (issue 27.4)
+    first = torch.randperm(8, generator=torch.Generator().manual_seed(seed))[0]   # the role placement's first pick
+    assert ioi.name_mover(h["attention"], h["io_pos"], h["s_pos"]) == divmod(int(first), 4)

@@ -62,7 +62,7 @@ def test_name_mover_subject_and_flat_index_mistakes_are_named():
         score = (attn[rows, :, :, -1, io_pos] - attn[rows, :, :, -1, s_pos]).mean(0)
         return tuple(divmod(int(score.argmax()), attn.shape[1]))
     with pytest.raises(AssertionError, match="flat index|not a head of a model"):
-        checks.check_find_name_mover(flat_wrong, seeds=(4,), n_prompts=5, n_layers=3, n_heads=2)
+        checks.check_find_name_mover(flat_wrong, seeds=(5,), n_prompts=5, n_layers=3, n_heads=2)
 
 
 def test_torch_attention_scores_zero_however_it_is_reached():

@@ -47,8 +47,8 @@ def test_correct_alternatives_keep_full_marks():
     checks.check_block_forward(lambda x, p, h: _block(x, p, h, dtype=torch.float64))
     checks.check_count_params(lambda c: int(count(c)))
     checks.check_next_token_distribution(lambda l, t, k, p: dist(l.double(), t, k, p).float())
-    checks.check_sample(lambda l, t, k, p, s: torch.tensor(sample(l, t, k, p, s)))
-    checks.check_generate_greedy_cached(lambda m, pr, n: (torch.tensor(generate(m, pr, n)[0]), generate(m, pr, n)[1]))
+    checks.check_sample(lambda l, t, k, p, s: int(torch.tensor(sample(l, t, k, p, s))))
+    checks.check_generate_greedy_cached(lambda m, pr, n: (list(generate(m, pr, n)[0]), tuple(generate(m, pr, n)[1])))
 
 
 def test_more_block_mistakes_are_named():
@@ -126,3 +126,86 @@ def test_generation_cases_have_no_near_ties():
                 top = logits.topk(2).values
                 assert top[0] - top[1] > 0.05, (params, prompt)
                 tokens.append(int(logits.argmax()))
+
+
+# --- issue 29: each wrong answer of its table loses points with its own message -----------------------------
+
+def _block_in_place(x, params, n_heads):
+    """The solution with `x += attention(...)`: the caller's x changes."""
+    fresh = block(x, params, n_heads)
+    x += fresh - x
+    return x
+
+
+def _dist_in_place(logits, t, k, p):
+    if t:
+        logits /= t
+    return dist(logits, 1.0 if t else t, k, p) if t else dist(logits, t, k, p)
+
+
+def _generate_appending_to_prompt(model, prompt, n_new):
+    tokens, cache = generate(model, prompt, n_new)
+    seq = prompt
+    seq.extend(tokens)
+    return seq[len(seq) - n_new:], cache
+
+
+def _generate_cache_unused(model, prompt, n_new):
+    """Builds the cache as it goes but takes every next token from a run of the whole sequence."""
+    from llmcourse import gpt
+    tokens = list(prompt)
+    logits, cache = gpt.step(model, torch.tensor(tokens), 0, None)
+    for _ in range(n_new):
+        tokens.append(int(logits[-1].argmax()))
+        _, new = gpt.step(model, torch.tensor([tokens[-1]]), len(tokens) - 1, cache)
+        cache = [(torch.cat([k, k1], 1), torch.cat([v, v1], 1)) for (k, v), (k1, v1) in zip(cache, new)]
+        logits = gpt.step(model, torch.tensor(tokens), 0, None)[0]          # the whole sequence again
+    return tokens[len(prompt):], cache
+
+
+@pytest.mark.parametrize("check,wrong,message", [
+    ("block_forward", _block_in_place, "changed its argument `x`"),
+    ("next_token_distribution", _dist_in_place, "changed its argument `logits`"),
+    ("generate_greedy_cached", _generate_appending_to_prompt, "changed its argument `prompt`"),
+    ("sample", lambda l, t, k, p, s: torch.tensor([sample(l, t, k, p, s)]), r"one token id as an int.*shape \(1,\)"),
+    ("next_token_distribution", lambda l, t, k, p: dist(l, t or 1e-3, k, p), "temperature 0 means greedy"),
+    ("generate_greedy_cached", _generate_cache_unused, "cache is built but not used"),
+])
+def test_issue_table_rows_lose_points_with_their_message(check, wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.REGISTRY[f"check_{check}"](wrong)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(softmax_dim=-2), "softmax runs over the wrong axis"), (dict(affine=False), "no gain and bias"),
+    (dict(ln1_twice=True), "first LayerNorm's weights are used twice"), (dict(eps="outside"), "epsilon is outside"),
+])
+def test_block_diagnoses_name_the_mistake(kw, message):
+    from llmcourse.checks.gpt import _block_variant
+    to = lambda x, p, h: _block_variant(x.double(), {k: v.double() for k, v in p.items()}, h, **kw)  # noqa: E731
+    with pytest.raises(AssertionError, match=message):
+        checks.check_block_forward(lambda x, p, h: to(x, p, h).float())
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(p_first=True), "applied before top-k"), (dict(between=False), "before top-k's renormalisation"),
+    (dict(exactly_k=True), "top-k with ties"),
+])
+def test_filter_diagnoses_name_the_mistake(kw, message):
+    from llmcourse.checks.gpt import _filtered
+
+    def wrong(logits, t, k, p):
+        if t == 0:
+            return dist(logits, t, k, p)
+        return _filtered(torch.softmax(logits.double() / t, -1), k, p, **kw).float()
+    with pytest.raises(AssertionError, match=message):
+        checks.check_next_token_distribution(wrong)
+
+
+def test_ties_and_greedy_are_visible_cases():
+    from llmcourse.checks.gpt import _dist_cases
+    cases = _dist_cases()
+    greedy = [l for l, t, k, p in cases if t == 0]
+    assert greedy and all(float(l.topk(2).values[0] - l.topk(2).values[1]) < 1e-3 for l in greedy)
+    tied = [(l, k) for l, t, k, p in cases if k == 3 and p is None]
+    assert tied and all(int((l == l.topk(k).values[-1]).sum()) == 3 for l, k in tied)

@@ -129,3 +129,22 @@ def test_wrong_lengths_types_and_nan_are_named():
         checks.check_training_flops(lambda n, d: "6ND")
     with pytest.raises(AssertionError, match="one number per model"):
         checks.check_training_flops(lambda n, d: np.atleast_1d(6 * np.asarray(n) * np.asarray(d)))
+
+
+def test_an_exponent_search_that_stops_at_1_is_named():
+    """The task allows 0 < alpha <= 3 and a visible law has alpha = 1.2 (issue 29: every range the task allows)."""
+    def up_to_one(x, L):
+        x, L = np.asarray(x), np.asarray(L)
+        def fit(alpha):
+            cols = np.stack([np.ones_like(x), x ** -alpha], 1)
+            (e, a), *_ = np.linalg.lstsq(cols, L, rcond=None)
+            return float(((cols @ [e, a] - L) ** 2).sum()), float(e), float(a)
+        grid = np.geomspace(0.005, 1.0, 200)
+        i = int(np.argmin([fit(a)[0] for a in grid]))
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+        for _ in range(80):                                           # golden-section search, as the hint says
+            a1, a2 = hi - 0.618 * (hi - lo), lo + 0.618 * (hi - lo)
+            lo, hi = (lo, a2) if fit(a1)[0] < fit(a2)[0] else (a1, hi)
+        return (*fit((lo + hi) / 2)[1:], (lo + hi) / 2)
+    with pytest.raises(AssertionError, match="your search stops at 1"):
+        checks.check_fit_saturating(up_to_one)

@@ -33,12 +33,19 @@ def test_correct_alternatives_keep_full_marks(capsys):
         return torch.einsum("bv,dv->bd", dz, W), torch.einsum("bd,bv->dv", x, dz), dz.sum(0)
     checks.check_linear_softmax_backward(backward_einsum)
 
-    def adam_inplace(p, g, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    def adam_folded(p, g, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):     # the bias corrections folded into lr
+        m = m * b1 + (1 - b1) * g
+        v = torch.addcmul(v * b2, g, g, value=1 - b2)
         step = lr / (1 - b1 ** t)
         return p - step * m / ((v / (1 - b2 ** t)).sqrt() + eps), m, v
-    checks.check_adam_step(adam_inplace)
+    checks.check_adam_step(adam_folded)
+    checks.check_sgd_step(lambda p, g, lr: torch.sub(p.double(), g.double(), alpha=lr))   # float64
+
+    def ce_per_row_max_float32(logits, targets):
+        rows = torch.arange(len(targets))
+        z = logits - logits.max(-1, keepdim=True).values
+        return (z.exp().sum(-1).log() - z[rows, targets]).mean()
+    checks.check_cross_entropy(ce_per_row_max_float32)
 
     ns = notebook_namespace("06_training")
 
@@ -56,7 +63,22 @@ def test_correct_alternatives_keep_full_marks(capsys):
             losses.append(loss.item())
         return model, torch.tensor(losses)
     checks.check_train_bigram(train_with_torch_sgd)
-    assert capsys.readouterr().out.count("✓") == 5
+
+    def train_global_seed(tokens, vocab_size, steps, lr, batch_size, seed=0):   # honours the seed another way
+        torch.manual_seed(seed)
+        model = ns["Bigram"](vocab_size)
+        losses = []
+        for _ in range(steps):
+            i = torch.randperm(len(tokens) - 1)[:batch_size]
+            loss = ns["cross_entropy"](model(tokens[i]), tokens[i + 1])
+            model.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                model.table -= lr * model.table.grad
+            losses.append(loss.item())
+        return model, losses
+    checks.check_train_bigram(train_global_seed)
+    assert capsys.readouterr().out.count("✓") == 8
 
 
 def test_other_mistakes_are_named():
@@ -129,3 +151,75 @@ def test_wrong_type_shape_and_nan_are_named():
         checks.check_adam_step(lambda p, g, m, v, *a: (p, m))
     with pytest.raises(AssertionError, match="NaN"):
         checks.check_sgd_step(lambda p, g, lr: p * float("nan"))
+
+
+# --- issue 29: each wrong answer of its table loses points with its own message -----------------------------
+
+SOLUTION = notebook_namespace("06_training")
+
+
+def _ce_one_max(logits, targets):
+    z = logits - logits.max()
+    return -(z - z.exp().sum(-1, keepdim=True).log())[torch.arange(len(targets)), targets].mean()
+
+
+def _ce_in_place(logits, targets):
+    logits -= logits.max(-1, keepdim=True).values
+    return -(logits - logits.exp().sum(-1, keepdim=True).log())[torch.arange(len(targets)), targets].mean()
+
+
+def _sgd_in_place(param, grad, lr):
+    param -= lr * grad
+    return param
+
+
+def _adam_eps_inside(p, g, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g ** 2
+    return p - lr * (m / (1 - b1 ** t)) / (v / (1 - b2 ** t) + eps).sqrt(), m, v
+
+
+def _adam_off_by_one(p, g, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g ** 2
+    return p - lr * (m / (1 - b1 ** (t + 1))) / ((v / (1 - b2 ** (t + 1))).sqrt() + eps), m, v
+
+
+def _adam_corrected_moments(p, g, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g ** 2
+    m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    return p - lr * m_hat / (v_hat.sqrt() + eps), m_hat, v_hat
+
+
+def _adam_in_place(p, g, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    return p - lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps), m, v
+
+
+def _train_unseeded(tokens, vocab_size, steps, lr, batch_size, seed=0):
+    return SOLUTION["train_bigram"](tokens, vocab_size, steps, lr, batch_size, 0)
+
+
+def _train_global_generator(tokens, vocab_size, steps, lr, batch_size, seed=0):
+    return SOLUTION["train_bigram"](tokens, vocab_size, steps, lr, batch_size, int(torch.randint(1000, ())))
+
+
+@pytest.mark.parametrize("check,wrong,message", [
+    ("cross_entropy", _ce_one_max, "one maximum for the whole batch"),
+    ("cross_entropy", _ce_in_place, "changed its argument `logits`"),
+    ("sgd_step", _sgd_in_place, "changed its argument `param`"),
+    ("adam_step", _adam_eps_inside, "epsilon is inside the square root"),
+    ("adam_step", _adam_off_by_one, "step count is off by one"),
+    ("adam_step", _adam_corrected_moments, "bias-corrected moments are returned"),
+    ("adam_step", _adam_in_place, "changed its argument `m`"),
+    ("train_bigram", _train_unseeded, "the `seed` argument is ignored"),
+    ("train_bigram", _train_global_generator, "two different results for the same seed"),
+])
+def test_issue_table_rows_lose_points_with_their_message(check, wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.REGISTRY[f"check_{check}"](wrong)
+
+
+def test_the_mixed_scale_batch_has_the_issue_s_answer():
+    from llmcourse.checks.train import _ce_cases
+    logits, targets = _ce_cases()[1]
+    assert abs(float(train.cross_entropy(logits.double(), targets)) - 0.204) < 1e-3

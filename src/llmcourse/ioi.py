@@ -299,8 +299,8 @@ def head_patterns(seed: int = 0, n_prompts: int = 8, n_layers: int = 2, n_heads:
     position attends to the indirect object), one head that attends to both names equally, one that attends to
     the subject, and previous-token, first-token and uniform heads for the rest. The sentences are IOI prompts
     cut after their final "to", all from one template so that they have the same length.
-    Returns {"attention": (n_prompts, n_layers, n_heads, seq, seq), "io_pos", "s_pos": (n_prompts,),
-    "roles": {(layer, head): role}}. Explained in chapter 03_attention.
+    Returns {"attention": (n_prompts, n_layers, n_heads, seq, seq), "io_pos", "s_pos": (n_prompts,)}: which head
+    has which role is not returned (finding the name mover is the exercise). Explained in chapter 03_attention.
     """
     prompts = ioi_prompts(n_prompts, seed, templates=(0,))
     seq = int(prompts["end"][0]) + 1
@@ -327,4 +327,4 @@ def head_patterns(seed: int = 0, n_prompts: int = 8, n_layers: int = 2, n_heads:
                 scores[-1, s2] += 2.5
             scores = scores.masked_fill(~torch.ones(seq, seq, dtype=torch.bool).tril(), float("-inf"))  # causal
             attn[p, layer, head] = torch.softmax(scores, dim=-1)
-    return {"attention": attn, "io_pos": prompts["io_pos"], "s_pos": prompts["s1_pos"], "roles": roles}
+    return {"attention": attn, "io_pos": prompts["io_pos"], "s_pos": prompts["s1_pos"]}

@@ -109,4 +109,95 @@ def generate_greedy_cached(model, prompt, n_new):
 ''',
         fails=GENERATE_TESTS, keeps=BLOCK_TESTS + ["test_count_params"] + SAMPLING_TESTS,
         message="the positions are not offset"),
+    # issue 29: wrong by the task's own text
+    "block_changes_x": dict(
+        cell="block_forward",
+        source=BLOCK_HEAD + '''
+    x += attention(ln(x, params["ln1_g"], params["ln1_b"]))
+    return x + ffn(ln(x, params["ln2_g"], params["ln2_b"]))
+''',
+        fails=BLOCK_TESTS, keeps=["test_count_params"] + SAMPLING_TESTS + GENERATE_TESTS,
+        message="changed its argument `x`"),
+    "block_eps_outside_sqrt": dict(
+        cell="block_forward",
+        source=BLOCK_HEAD.replace("return torch.nn.functional.layer_norm(t, (d,), g, b, eps=1e-5)",
+                                  "mean, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=False, keepdim=True)\n"
+                                  "        return (t - mean) / (var.sqrt() + 1e-5) * g + b") + '''
+    h = x + attention(ln(x, params["ln1_g"], params["ln1_b"]))
+    return h + ffn(ln(h, params["ln2_g"], params["ln2_b"]))
+''',
+        fails=BLOCK_TESTS, keeps=["test_count_params"] + SAMPLING_TESTS + GENERATE_TESTS,
+        message="epsilon is outside the square root"),
+    "block_softmax_over_queries": dict(
+        cell="block_forward",
+        source=BLOCK_HEAD.replace(".masked_fill(later, float(\"-inf\")), dim=-1)",
+                                  ".masked_fill(later, float(\"-inf\")), dim=-2)") + '''
+    h = x + attention(ln(x, params["ln1_g"], params["ln1_b"]))
+    return h + ffn(ln(h, params["ln2_g"], params["ln2_b"]))
+''',
+        fails=BLOCK_TESTS, keeps=["test_count_params"] + SAMPLING_TESTS + GENERATE_TESTS,
+        message="softmax runs over the wrong axis"),
+    "distribution_changes_logits": dict(
+        cell="next_token_distribution",
+        source=SOLVED_DISTRIBUTION.replace("probs = torch.softmax(logits / temperature, dim=-1)",
+                                           "logits /= temperature\n    probs = torch.softmax(logits, dim=-1)"),
+        fails=SAMPLING_TESTS, keeps=BLOCK_TESTS + ["test_count_params"] + GENERATE_TESTS,
+        message="changed its argument `logits`"),
+    "greedy_as_small_temperature": dict(
+        cell="next_token_distribution",
+        source=SOLVED_DISTRIBUTION.replace(
+            "        return torch.nn.functional.one_hot(logits.argmax(), logits.shape[0]).float()\n",
+            "        temperature = 1e-3\n"),
+        fails=["test_next_token_distribution", "test_sampling_hidden"],
+        keeps=BLOCK_TESTS + ["test_count_params"] + GENERATE_TESTS,
+        message="temperature 0 means greedy"),
+    "top_k_drops_ties": dict(
+        cell="next_token_distribution",
+        source=SOLVED_DISTRIBUTION.replace(
+            "probs = torch.where(probs >= torch.topk(probs, top_k).values[-1], probs, 0.0)",
+            "kept = torch.zeros_like(probs)\n"
+            "        kept[torch.topk(probs, top_k).indices] = probs[torch.topk(probs, top_k).indices]\n"
+            "        probs = kept"),
+        fails=["test_next_token_distribution", "test_sampling_hidden"],
+        keeps=BLOCK_TESTS + ["test_count_params", "test_sample"] + GENERATE_TESTS,
+        message="top-k with ties"),
+    "sample_returns_tensor": dict(
+        cell="sample",
+        source='''
+def sample(logits, temperature, top_k, top_p, seed):
+    probs = next_token_distribution(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
+''',
+        fails=["test_sample", "test_sampling_hidden"],
+        keeps=BLOCK_TESTS + ["test_count_params", "test_next_token_distribution"] + GENERATE_TESTS,
+        message="should return one token id as an int"),
+    "generate_appends_to_prompt": dict(
+        cell="generate_greedy_cached",
+        source='''
+def generate_greedy_cached(model, prompt, n_new):
+    tokens = prompt
+    logits, cache = step(model, torch.tensor(tokens), 0, None)
+    for _ in range(n_new):
+        tokens.append(int(logits[-1].argmax()))
+        logits, new = step(model, torch.tensor([tokens[-1]]), len(tokens) - 1, cache)
+        cache = [(torch.cat([k, k1], 1), torch.cat([v, v1], 1)) for (k, v), (k1, v1) in zip(cache, new)]
+    return tokens[len(tokens) - n_new:], cache
+''',
+        fails=GENERATE_TESTS, keeps=BLOCK_TESTS + ["test_count_params"] + SAMPLING_TESTS,
+        message="changed its argument `prompt`"),
+    "cache_unused": dict(
+        cell="generate_greedy_cached",
+        source='''
+def generate_greedy_cached(model, prompt, n_new):
+    tokens = list(prompt)
+    logits, cache = step(model, torch.tensor(tokens), 0, None)
+    for _ in range(n_new):
+        tokens.append(int(logits[-1].argmax()))
+        _, new = step(model, torch.tensor([tokens[-1]]), len(tokens) - 1, cache)
+        cache = [(torch.cat([k, k1], 1), torch.cat([v, v1], 1)) for (k, v), (k1, v1) in zip(cache, new)]
+        logits = step(model, torch.tensor(tokens), 0, None)[0]
+    return tokens[len(prompt):], cache
+''',
+        fails=GENERATE_TESTS, keeps=BLOCK_TESTS + ["test_count_params"] + SAMPLING_TESTS,
+        message="cache is built but not used"),
 }

@@ -91,4 +91,29 @@ def fit_power_law(x, loss):
         fails=["test_fit_power_law", "test_power_law_hidden"],
         keeps=["test_training_flops", "test_fit_saturating", "test_compute_optimal"],
         message="calls llmcourse's own reference implementation"),
+    "saturating_search_stops_at_1": dict(           # issue 29: the task allows 0 < alpha <= 3
+        cell="fit_saturating",
+        source='''
+import numpy as np
+
+def fit_saturating(x, loss):
+    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
+
+    def fit(alpha):
+        cols = np.stack([np.ones_like(x), x ** -alpha], 1)
+        (e, a), *_ = np.linalg.lstsq(cols, loss, rcond=None)
+        return float(((cols @ [e, a] - loss) ** 2).sum()), float(e), float(a)
+
+    grid = np.geomspace(0.005, 1.0, 200)
+    i = int(np.argmin([fit(a)[0] for a in grid]))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    for _ in range(80):
+        a1, a2 = hi - 0.618 * (hi - lo), lo + 0.618 * (hi - lo)
+        lo, hi = (lo, a2) if fit(a1)[0] < fit(a2)[0] else (a1, hi)
+    alpha = (lo + hi) / 2
+    return fit(alpha)[1], fit(alpha)[2], float(alpha)
+''',
+        fails=["test_fit_saturating"],
+        keeps=_keeps("test_fit_saturating", "test_saturating_hidden"),
+        message="your search stops at 1"),
 }

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from llmcourse import attention, ioi
-from llmcourse.checks.core import ATOL, Check, as_float_array, compare_arrays, fail, register
+from llmcourse.checks.core import ATOL, Check, as_float_array, compare_arrays, diagnosis, fail, register
 
 # torch's own attention (torch.nn.MultiheadAttention runs multi_head_attention_forward): using it scores 0
 TORCH_ATTENTION = ("torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention",
@@ -74,6 +74,7 @@ def _attention_cases(seed: int = 0, shapes=((1, 4, 8), (2, 5, 16), (2, 3, 6, 4))
     return cases
 
 
+@diagnosis
 def _attention_mistakes(q, k, v, mask) -> dict[str, torch.Tensor]:
     """The weights that typical wrong implementations return (NaN included), each under its teaching message."""
     d_k = q.shape[-1]
@@ -188,14 +189,14 @@ def _merge_cases(seed: int = 0, shapes=((1, 2, 3, 4), (2, 3, 5, 4), (2, 4, 4, 3)
 
 def _compare_merge(args, got) -> None:
     (x,) = args
-    batch, n_heads, seq, d_head = x.shape
+    b, h, s, dh = x.shape                                        # (batch, n_heads, seq, d_head)
     want = attention.merge_heads(x).double().numpy()
     xd = x.double()
     compare_arrays(got, want, "merge_heads", what=f"for x of shape {tuple(x.shape)}", mistakes={
         "reshaping (batch, n_heads, seq, d_head) straight to (batch, seq, d_model) mixes tokens: transpose(1, 2) "
-        "first, so that each token's heads sit side by side.": xd.reshape(batch, seq, n_heads * d_head).numpy(),
+        "first, so that each token's heads sit side by side.": xd.reshape(b, s, h * dh).numpy(),
         "the heads are merged in the wrong order: head h must end up in columns h*d_head .. (h+1)*d_head - 1 "
-        "(the inverse of split_heads).": xd.permute(0, 2, 3, 1).reshape(batch, seq, n_heads * d_head).numpy(),
+        "(the inverse of split_heads).": xd.permute(0, 2, 3, 1).reshape(b, s, h * dh).numpy(),
     })
 
 
@@ -217,6 +218,7 @@ def _mha_cases(seed: int = 0, shapes=((1, 4, 8, 2), (2, 6, 12, 3), (2, 5, 16, 4)
     return cases
 
 
+@diagnosis
 def _mha_mistakes(x, w_q, w_k, w_v, w_o, n_heads, mask) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     batch, seq, d_model = x.shape
     d_head = d_model // n_heads
@@ -279,8 +281,32 @@ def _name_mover_cases(seeds=(1, 3, 12, 36), n_prompts: int = 8, n_layers: int = 
     cases = []
     for seed in seeds:
         h = ioi.head_patterns(seed, n_prompts, n_layers, n_heads)
-        cases.append((h["attention"], h["io_pos"], h["s_pos"]))
+        # the heads shuffled and the weights jittered by the check's own generator (not in the grading kernel):
+        # a case cannot be looked up among head_patterns' outputs to read which head was planted where
+        gen = torch.Generator().manual_seed(7919 * (seed + 1))
+        order = torch.randperm(n_layers * n_heads, generator=gen)
+        attn = h["attention"].flatten(1, 2)[:, order].unflatten(1, (n_layers, n_heads))
+        attn = attn * torch.exp(0.05 * torch.randn(attn.shape, generator=gen))
+        cases.append((attn / attn.sum(-1, keepdim=True), h["io_pos"], h["s_pos"]))
     return cases
+
+
+@diagnosis
+def _name_mover_mistakes(attn, io_pos, s_pos) -> dict[str, list[tuple[int, int]]]:
+    """The heads that typical wrong scorings pick, by mistake."""
+    n, n_layers, n_heads = attn.shape[:3]
+    rows = torch.arange(n)
+    last = attn[rows, :, :, -1]                                  # (n, n_layers, n_heads, seq)
+    to_io, to_s = last[rows, :, :, io_pos].mean(0), last[rows, :, :, s_pos].mean(0)
+    head = lambda score: divmod(int(score.argmax()), n_heads)  # noqa: E731
+    column = attn[rows, :, :, :, -1]                             # the wrong axis: how much each position looks at END
+    every = attn.mean(3)                                         # every query position's weights, averaged
+    flat = int((to_io - to_s).argmax())
+    return {"io": [head(to_io)], "first": [head(last[0, :, :, io_pos[0]] - last[0, :, :, s_pos[0]])],
+            "subject": [head(to_s - to_io), head(to_s)],
+            "column": [head(column[rows, :, :, io_pos].mean(0) - column[rows, :, :, s_pos].mean(0))],
+            "every": [head(every[rows, :, :, io_pos].mean(0) - every[rows, :, :, s_pos].mean(0))],
+            "flat": [divmod(flat, n_layers), (flat % n_layers, flat // n_layers)]}
 
 
 def _compare_name_mover(args, got) -> None:
@@ -289,37 +315,30 @@ def _compare_name_mover(args, got) -> None:
     if got == want:
         return
     n, n_layers, n_heads = attn.shape[:3]
-    rows = torch.arange(n)
-    last = attn[rows, :, :, -1]                                  # (n, n_layers, n_heads, seq)
-    to_io, to_s = last[rows, :, :, io_pos].mean(0), last[rows, :, :, s_pos].mean(0)
-    head = lambda score: divmod(int(score.argmax()), n_heads)  # noqa: E731
-    column = attn[rows, :, :, :, -1]                             # the wrong axis: how much each position looks at END
     shape = f"attention of shape {tuple(attn.shape)}"
     if not (0 <= got[0] < n_layers and 0 <= got[1] < n_heads):
         fail(f"`find_name_mover` returned {got}, which is not a head of a model with {n_layers} layers and {n_heads} "
              "heads per layer (layers and heads count from 0).")
-    first = head(last[0, :, :, io_pos[0]] - last[0, :, :, s_pos[0]])  # the best head on the first sentence alone
+    picks = {k: [tuple(h) for h in v] for k, v in _name_mover_mistakes(attn, io_pos, s_pos).items()}
     alone = (f" (Or, if you scored the first sentence alone: average each head's score over all {n} sentences.)"
-             if got == first else "")
-    if got == head(to_io):
+             if got in picks["first"] else "")
+    if got in picks["io"]:
         fail(f"`find_name_mover` returned {got}: that head puts the most weight on the indirect object, but about as "
              "much on the subject; it moves both names and cannot tell which is the answer. Score each head by "
              "(weight on IO) - (weight on S)." + alone)
-    if got == first:
+    if got in picks["first"]:
         fail(f"`find_name_mover` returned {got}, the best head on the first sentence alone: average each head's "
              f"score (weight on IO - weight on S) over all {n} sentences, then take the best head.")
-    if got == head(to_s - to_io) or got == head(to_s):
+    if got in picks["subject"]:
         fail(f"`find_name_mover` returned {got}, the head that attends to the *subject* (the repeated name); "
              "the name mover attends to the indirect object, the name that appears once.")
-    if got == head(column[rows, :, :, io_pos].mean(0) - column[rows, :, :, s_pos].mean(0)):
+    if got in picks["column"]:
         fail(f"`find_name_mover` returned {got}: you read a column of the attention matrix. attention[..., i, j] is "
              "how much query i looks at key j, so the last position's weights are the last *row*, attention[..., -1, :].")
-    every = attn.mean(3)                                         # every query position's weights, averaged
-    if got == head(every[rows, :, :, io_pos].mean(0) - every[rows, :, :, s_pos].mean(0)):
+    if got in picks["every"]:
         fail(f"`find_name_mover` returned {got}: you averaged the weights of every query position. Only the last "
              "position ('to') predicts the next name: read its row, attention[..., -1, :], as the exercise says.")
-    flat = int((to_io - to_s).argmax())
-    if got in (divmod(flat, n_layers), (flat % n_layers, flat // n_layers)):
+    if got in picks["flat"]:
         fail(f"`find_name_mover` returned {got}: the flat index of the best head was turned into (layer, head) the "
              f"wrong way. With {n_heads} heads per layer, flat index i is layer i // n_heads, head i % n_heads.")
     fail(f"`find_name_mover` returned {got} for {shape}, expected {want}.")

@@ -20,8 +20,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import inspect
 import json
 import os
+import sys
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,9 +67,13 @@ class Check:
     passed: str                                 # printed after ✓ when every case passes
     crash_hint: str = ""                         # added to the message when the student's function crashes
     forbidden: tuple[str, ...] = ()             # torch functions that do the exercise's work: using one scores 0
-    inputs_after: tuple[int, ...] = ()          # arguments whose state after the call is judged too (kept
-                                                # unchanged, or changed in place): compare then gets (result, [their
-                                                # plain values after the call])
+    inputs_after: tuple[int, ...] = ()          # arguments the task changes in place: their state after the
+                                                # call is judged by compare, which then gets (result, [their plain
+                                                # values after the call]); every other argument must be unchanged
+    seeded: int | None = None                   # position of a `seed` argument: the same seed must give the same
+                                                # result and seed + 1 another one (each case is run three times)
+    watch: tuple[str, Callable] | None = None   # (dotted path of a given function, args -> int): the sum over the
+                                                # student's calls of it is judged too, compare gets (result, sum)
 
     @property
     def check_name(self) -> str:
@@ -78,23 +84,79 @@ class Check:
         if folder:
             return self._record(fn, Path(folder), params)
         for args in self.cases(**params):
-            mine = clone(args)
-            plain = self.plain(call(fn, self.name, self.reference, args, mine, self.crash_hint, self.forbidden), mine)
             try:
-                self.compare(args, plain)
+                self.judge_case(args, self.run(fn, args))
             except CheckFailed as err:
                 raise CheckFailed(f"{err}{self.which_case(args, str(err))}") from None
         print("✓", self.passed)
 
-    def plain(self, value: Any, args_after: tuple) -> Any:
-        """What the student's call produced, as plain data: its value, and the arguments in `inputs_after`."""
+    def run(self, fn: Callable, args: tuple) -> Any:
+        """Call the student's function on fresh copies of `args` (twice more with a `seeded` check) and return the
+        plain result; fails if an argument that the task does not change in place was changed."""
+        results = []
+        seeds = [] if self.seeded is None else [args[self.seeded], args[self.seeded] + 1]
+        for seed in [None, *seeds]:
+            mine = clone(args if seed is None else (*args[:self.seeded], seed, *args[self.seeded + 1:]))
+            before = snapshot(mine)
+            with counting(self.watch, fn) as counted:
+                value = call(fn, self.name, self.reference, args, mine, self.crash_hint, self.forbidden)
+            self.unchanged(fn, before, mine)
+            results.append(self.plain(value, mine, counted[0] if self.watch else None))
+        return results[0] if len(results) == 1 else results
+
+    def unchanged(self, fn: Callable, before: tuple, after: tuple) -> None:
+        """Fail, naming the argument, if the call changed one that the task does not change in place."""
+        for i, (b, a) in enumerate(zip(before, after)):
+            if i not in self.inputs_after and not same_data(b, a):
+                arg = _parameter_name(fn, self.reference, i)
+                kind = {list: "list", dict: "dict"}.get(type(a), "tensor" if isinstance(a, torch.Tensor) else
+                                                         type(a).__name__)
+                fail(f"`{self.name}` changed its argument `{arg}`, the caller's {kind}: it must return a new "
+                     f"{'value' if kind not in ('list', 'tensor') else kind} and leave its inputs as they were. An "
+                     "in-place operation (`x += ...`, `x /= ...`, `x[...] = ...`, `.add_(...)`, `.append(...)` on the "
+                     "given list) writes into the caller's object: compute a new one instead (`x = x + ...`, a "
+                     "copy of a list with `list(...)`).")
+
+    def judge_case(self, args: tuple, plain: Any) -> None:
+        """`compare` on one case's plain result; for a `seeded` check on the first of its three results, then
+        fail unless the same seed gave the same result and seed + 1 another one."""
+        if self.seeded is None:
+            return self.compare(args, plain)
+        first, again, other = plain
+        self.compare(args, first)
+        seed = args[self.seeded]
+        if not same_plain(first, again):
+            fail(f"`{self.name}` gave two different results for the same seed ({seed}): its randomness does not "
+                 "come from the seed alone. Draw every random number from one `torch.Generator().manual_seed(seed)`"
+                 " (pass `generator=` to torch.randint / torch.multinomial / torch.randperm), not from torch's "
+                 "global generator.")
+        if same_plain(first, other):
+            fail(f"`{self.name}` gave the same result for seed {seed} and seed {seed + 1}: the `seed` argument is "
+                 "ignored. Create the generator with `torch.Generator().manual_seed(seed)`, from the argument.")
+
+    def plain(self, value: Any, args_after: tuple, counted: int | None = None) -> Any:
+        """What the student's call produced, as plain data: its value, the arguments in `inputs_after`, and the
+        count of `watch`."""
         out = self.output(value, self.name)
-        if not self.inputs_after:
-            return out
-        return out, [as_float_array(args_after[i], self.name) for i in self.inputs_after]
+        if self.inputs_after:
+            out = out, [as_float_array(args_after[i], self.name) for i in self.inputs_after]
+        return out if self.watch is None else (out, counted)
 
     def replain(self, recorded: Any) -> Any:
         """`plain` again, on what the kernel recorded (plain data read back from JSON)."""
+        if self.seeded is not None:
+            if not isinstance(recorded, list) or len(recorded) != 3:
+                raise ValueError("three results expected")
+            return [self._replain_one(r) for r in recorded]
+        return self._replain_one(recorded)
+
+    def _replain_one(self, recorded: Any) -> Any:
+        if self.watch is not None:
+            recorded, counted = recorded
+            return self._replain_value(recorded), int(counted)
+        return self._replain_value(recorded)
+
+    def _replain_value(self, recorded: Any) -> Any:
         if not self.inputs_after:
             return self.output(recorded, self.name)
         value, after = recorded
@@ -117,8 +179,7 @@ class Check:
         results = []
         for args in torch.load(path, weights_only=True):
             try:
-                mine = clone(args)
-                results.append({"ok": to_json(self.plain(call(fn, self.name, self.reference, args, mine, self.crash_hint, self.forbidden), mine))})
+                results.append({"ok": to_json(self.run(fn, args))})
             except CheckFailed as err:
                 results.append({"failed": str(err)})
         record = {"check": self.check_name, "key": case_key(self.check_name, params), "results": results}
@@ -138,12 +199,20 @@ class Check:
             for args, result in zip(cases, results):
                 if "failed" in result:
                     return str(result["failed"])[:2000]
-                self.compare(args, self.replain(result["ok"]))
+                self.judge_case(args, self.replain(result["ok"]))
         except CheckFailed as err:
             return str(err)
         except Exception as err:  # malformed data from the kernel
             return f"`{self.name}` returned something that could not be read: {type(err).__name__}"
         return None
+
+
+def diagnosis(fn: Callable) -> Callable:
+    """Marks a helper of the checks that computes what a mistake (or the task itself) computes: it runs only where
+    the answer may be known. In the grading kernel it is a stub, in the student kit it replays its results on the
+    visible cases (llmcourse.grading.stubs, replay)."""
+    fn.diagnosis = True
+    return fn
 
 
 def register(check: Check) -> Check:
@@ -251,11 +320,121 @@ def watching(paths: tuple[str, ...]) -> Iterator[list[str]]:
 
 
 def clone(args: tuple) -> tuple:
-    """Fresh copies, so a function that modifies its inputs cannot change the next case."""
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else
-                 [*a] if isinstance(a, list) else
-                 {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.items()} if isinstance(a, dict)
-                 else a for a in args)
+    """Fresh (deep) copies, so a function that modifies its inputs cannot change the next case."""
+    def copy(a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            return a.clone()
+        if isinstance(a, list):
+            return [copy(v) for v in a]
+        if isinstance(a, tuple):
+            return tuple(copy(v) for v in a)
+        if isinstance(a, dict):
+            return {k: copy(v) for k, v in a.items()}
+        if isinstance(a, np.ndarray):
+            return a.copy()
+        return a
+    return tuple(copy(a) for a in args)
+
+
+def snapshot(value: Any) -> Any:
+    """The data of an argument, copied, to compare after the call (objects other than tensors, arrays,
+    containers, models and plain values are not judged)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v) for v in value) if isinstance(value, list) else tuple(snapshot(v) for v in value)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, torch.nn.Module):
+        return {"__module__": {k: v.detach().clone() for k, v in value.state_dict().items()}}
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    return _NOT_JUDGED
+
+
+_NOT_JUDGED = object()
+
+
+def same_data(before: Any, after: Any) -> bool:
+    """True if `after` (an argument after the call) holds the data `before` (its snapshot) holds."""
+    if before is _NOT_JUDGED:
+        return True
+    if isinstance(before, dict) and "__module__" in before:
+        return isinstance(after, torch.nn.Module) and same_data(before["__module__"], snapshot(after)["__module__"])
+    if isinstance(before, torch.Tensor):
+        return (isinstance(after, torch.Tensor) and after.shape == before.shape and after.dtype == before.dtype
+                and bool(torch.equal(after.detach(), before) or torch.equal(after.detach().isnan(), before.isnan())
+                         and torch.equal(after.detach().nan_to_num(), before.nan_to_num())))
+    if isinstance(before, np.ndarray):
+        return isinstance(after, np.ndarray) and after.shape == before.shape and np.array_equal(after, before,
+                                                                                                equal_nan=True)
+    if isinstance(before, (list, tuple)):
+        return (type(after) is type(before) and len(after) == len(before)
+                and all(same_data(b, a) for b, a in zip(before, after)))
+    if isinstance(before, dict):
+        return isinstance(after, dict) and after.keys() == before.keys() and all(
+            same_data(before[k], after[k]) for k in before)
+    return type(after) is type(before) and (after == before or after != after and before != before)
+
+
+def same_plain(a: Any, b: Any) -> bool:
+    """True if two plain results are equal (arrays exactly, NaN equal to NaN)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_plain(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_plain(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _parameter_name(fn: Callable, reference: Callable, i: int) -> str:
+    """The name of the i-th parameter of the student's function (else of the reference), or 'number i+1'."""
+    for f in (fn, reference):
+        try:
+            params = [p.name for p in inspect.signature(f).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            continue
+        if i < len(params):
+            return params[i]
+    return f"number {i + 1}"
+
+
+@contextmanager
+def counting(watch: tuple[str, Callable] | None, fn: Callable) -> Iterator[list[int]]:
+    """While active, every call of the given function at `watch[0]` adds `watch[1](*args)` to the yielded
+    count: through its module, and through the names that bind it where `fn` was written (`from ... import
+    step` in the notebook)."""
+    counted = [0]
+    if watch is None:
+        yield counted
+        return
+    path, measure = watch
+    owner_path, _, attr = path.rpartition(".")
+    owner = _resolve(owner_path)
+    original = getattr(owner, attr)
+
+    def spy(*args, **kwargs):
+        counted[0] += int(measure(*args, **kwargs))
+        return original(*args, **kwargs)
+
+    spy.__wrapped__ = original
+    spaces = {id(g): g for g in (getattr(fn, "__globals__", None), vars(sys.modules["__main__"]))
+              if isinstance(g, dict)}
+    bound = [(ns, name) for ns in spaces.values() for name, value in list(ns.items()) if value is original]
+    setattr(owner, attr, spy)
+    for ns, name in bound:
+        ns[name] = spy
+    try:
+        yield counted
+    finally:
+        setattr(owner, attr, original)
+        for ns, name in bound:
+            ns[name] = original
 
 
 def uses_reference(fn: Callable, reference: Callable, by_attribute: bool = True) -> bool:

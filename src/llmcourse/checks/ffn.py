@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from llmcourse import facts, ffn
-from llmcourse.checks.core import ATOL, Check, as_float_array, as_int_list, compare_arrays, fail, register
+from llmcourse.checks.core import ATOL, Check, as_float_array, as_int_list, compare_arrays, diagnosis, fail, register
 
 # --- shared inputs -----------------------------------------------------------------------------------------
 
@@ -50,6 +50,7 @@ def _ffn_cases(seed: int = 0, shapes=((2, 3, 8, 20), (5, 4, 12), (1, 6, 16))):
     return cases
 
 
+@diagnosis
 def _ffn_mistakes(x, W1, b1, W2, b2) -> dict[str, torch.Tensor]:
     relu = torch.relu
     wrong = {
@@ -318,6 +319,7 @@ def _model_cases(countries=("Poland",), k: int = 20):
     return [(facts.memory_inputs(c), k) for c in countries]
 
 
+@diagnosis
 def _model_mistakes(inputs: dict, k: int) -> dict[str, list[tuple[int, int]]]:
     """The k pairs that typical wrong rankings choose, each under its teaching message."""
     pre = torch.einsum("ld,ldf->lf", inputs["x"].double(), inputs["W1"].double()) + inputs["b1"].double()

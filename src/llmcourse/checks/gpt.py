@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from llmcourse import generate, gpt
-from llmcourse.checks.core import (ATOL, RTOL, Check, as_float_array, as_int_list, compare_arrays, fail,
-                                   register)
+from llmcourse.checks.core import (ATOL, RTOL, Check, as_float_array, as_int_list, compare_arrays, diagnosis,
+                                   fail, register)
 
 # --- a block from its weights --------------------------------------------------------------------------------
 
@@ -35,27 +35,36 @@ def _block_params(gen: torch.Generator, d: int) -> dict[str, torch.Tensor]:
     return p
 
 
-def _block_cases(seed: int = 0, shapes=((5, 8, 2), (7, 12, 3), (4, 16, 4))):
-    """(x (seq, d_model), params, n_heads) for each (seq, d_model, n_heads)."""
+def _block_cases(seed: int = 0, shapes=((5, 8, 2), (7, 12, 3), (4, 16, 4)), small: float = 1e-3):
+    """(x (seq, d_model), params, n_heads) for each (seq, d_model, n_heads), then one x of scale `small` (its
+    variance, about 1e-6, is below LayerNorm's epsilon: where epsilon goes matters)."""
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(seq, d, generator=gen), _block_params(gen, d), h) for seq, d, h in shapes]
+    cases = [(torch.randn(seq, d, generator=gen), _block_params(gen, d), h) for seq, d, h in shapes]
+    if small:
+        seq, d, h = shapes[0]
+        cases.append((torch.randn(seq, d, generator=gen) * small, _block_params(gen, d), h))
+    return cases
 
 
+@diagnosis
 def _block_variant(x, p, n_heads, *, pre=True, res_attn=True, res_ffn=True, causal=True, unbiased=False,
-                   scale="d_head", act="gelu"):
+                   scale="d_head", act="gelu", eps="inside", affine=True, ln1_twice=False, softmax_dim=-1):
     """The block with one thing changed: what a typical mistake computes (float64)."""
     seq, d = x.shape
+    if ln1_twice:
+        p = {**p, "ln2_g": p["ln1_g"], "ln2_b": p["ln1_b"]}
 
     def ln(t, g, b):
         mean, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=unbiased, keepdim=True)
-        return (t - mean) / torch.sqrt(var + 1e-5) * g + b
+        z = (t - mean) / (torch.sqrt(var + 1e-5) if eps == "inside" else torch.sqrt(var) + 1e-5)
+        return z * g + b if affine else z
 
     def attn(a):
         q, k, v = ((a @ p[f"W{n}"] + p[f"b{n}"]).view(seq, n_heads, -1).transpose(0, 1) for n in "qkv")
         s = q @ k.transpose(-1, -2) / (q.shape[-1] if scale == "d_head" else d) ** 0.5
         if causal:
             s = s.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), float("-inf"))
-        return (torch.softmax(s, -1) @ v).transpose(0, 1).reshape(seq, d) @ p["Wo"] + p["bo"]
+        return (torch.softmax(s, softmax_dim) @ v).transpose(0, 1).reshape(seq, d) @ p["Wo"] + p["bo"]
 
     activation = {"gelu": nn.functional.gelu, "relu": torch.relu,
                   "tanh": lambda t: nn.functional.gelu(t, approximate="tanh")}[act]
@@ -83,6 +92,15 @@ BLOCK_MISTAKES = {
     "the FFN uses ReLU; GPT's block uses GELU, torch.nn.functional.gelu.": dict(act="relu"),
     "the FFN uses GELU's tanh approximation; the course's Block uses the exact GELU, "
     "torch.nn.functional.gelu(t) without `approximate`.": dict(act="tanh"),
+    "the attention softmax runs over the wrong axis: each query's weights over the keys must add up to 1, "
+    "softmax over the last axis (dim=-1) of the (n_heads, seq, seq) scores, not over the queries.":
+        dict(softmax_dim=-2),
+    "LayerNorm has no gain and bias: after normalising, multiply by g and add b "
+    "(ln1_g, ln1_b for the first, ln2_g, ln2_b for the second).": dict(affine=False),
+    "the first LayerNorm's weights are used twice: the FFN's LayerNorm has its own gain and bias, "
+    "ln2_g and ln2_b.": dict(ln1_twice=True),
+    "LayerNorm's epsilon is outside the square root: divide by sqrt(var + 1e-5), not sqrt(var) + 1e-5 (it "
+    "matters when the variance is small, as in this case).": dict(eps="outside"),
 }
 
 
@@ -112,16 +130,15 @@ def _count_cases(configs=((50257, 1024, 768, 12, 12, 3072, True), (1000, 64, 32,
 
 
 def _as_count(value: Any, name: str) -> int:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        value = int(value)
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        fail(f"`{name}` should return an int (a number of parameters), but it returned {type(value).__name__}: "
-             f"{value!r:.80}")
+    if not isinstance(value, int) or isinstance(value, bool):
+        hint = " (`/` gives a float: use `//`, or count with ints only)" if isinstance(value, float) else (
+            " (use `.item()` or int(...))" if isinstance(value, (torch.Tensor, np.generic)) else "")
+        fail(f"`{name}` should return an int (a number of parameters), as the task says, but it returned a "
+             f"{type(value).__name__}: {value!r:.80}{hint}")
     return int(value)
 
 
+@diagnosis
 def _count_variant(c: dict, *, tied_twice=False, positions=True, block_norms=True, final_norm=True, biases=True,
                    d_ff=None, head_bias=True) -> int:
     V, T, d, L, f = c["vocab_size"], c["n_ctx"], c["d_model"], c["n_layers"], d_ff or c["d_ff"]
@@ -170,19 +187,41 @@ check_count_params = register(Check(
 # --- the next-token distribution -----------------------------------------------------------------------------
 
 SETTINGS = ((1.0, None, None), (0.5, None, None), (2.0, None, None), (1.0, 5, None), (1.0, None, 0.9),
-            (0.7, 10, 0.8), (1.3, None, 0.5))
+            (0.7, 10, 0.8), (1.3, None, 0.5), (0, None, None), (1.0, 3, None))
 
 
 def _dist_cases(seed: int = 0, vocab: int = 30, settings=SETTINGS):
-    """(logits (vocab,), temperature, top_k, top_p): distinct logits, so no two tokens tie."""
+    """(logits (vocab,), temperature, top_k, top_p): distinct logits, so no two tokens tie, except where the
+    setting makes a case of its own: at temperature 0 the two largest logits are 1e-4 apart (a small temperature
+    instead of 0 is not one-hot there); with top_k and no top_p, the k-th largest logit is tied with the next
+    two (the task keeps every tied token)."""
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(vocab, generator=gen) * 2, t, k, p) for t, k, p in settings]
+    cases = []
+    for t, k, p in settings:
+        logits = torch.randn(vocab, generator=gen) * 2
+        order = logits.argsort(descending=True)
+        if t == 0:
+            logits[order[1]] = logits[order[0]] - 1e-4
+        elif k == 3 and p is None and vocab > 5:
+            logits[order[k:k + 2]] = float(logits[order[k - 1]])
+        cases.append((logits, t, k, p))
+    return cases
 
 
-def _filtered(probs: torch.Tensor, top_k, top_p, *, p_side="reach", renorm=True) -> torch.Tensor:
+@diagnosis
+def _filtered(probs: torch.Tensor, top_k, top_p, *, p_side="reach", renorm=True, between=True, p_first=False,
+              exactly_k=False) -> torch.Tensor:
+    if p_first and top_p is not None:
+        probs = _filtered(probs, None, top_p, p_side=p_side, renorm=renorm)
+        return _filtered(probs, top_k, None, renorm=renorm)
     if top_k is not None:
-        probs = torch.where(probs >= torch.topk(probs, top_k).values[-1], probs, 0.0)
-        probs = probs / probs.sum() if renorm else probs
+        if exactly_k:
+            keep = torch.zeros_like(probs, dtype=torch.bool)
+            keep[torch.topk(probs, top_k).indices] = True
+            probs = torch.where(keep, probs, 0.0)
+        else:
+            probs = torch.where(probs >= torch.topk(probs, top_k).values[-1], probs, 0.0)
+        probs = probs / probs.sum() if renorm and between else probs
     if top_p is not None:
         sorted_p, order = torch.sort(probs, descending=True)
         cum = sorted_p.cumsum(-1)
@@ -193,9 +232,18 @@ def _filtered(probs: torch.Tensor, top_k, top_p, *, p_side="reach", renorm=True)
     return probs / probs.sum() if renorm else probs
 
 
+@diagnosis
 def _dist_mistakes(logits, t, k, p) -> dict[str, torch.Tensor]:
-    soft = torch.softmax(logits, -1)
     wrong = {}
+    if t == 0:
+        top = int(logits.argmax())
+        for small in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6):
+            wrong[f"temperature 0 means greedy: all the probability on the most likely token ({top}), a one-hot "
+                  f"vector. Handle T = 0 before dividing: a small temperature such as {small:g} instead of 0 is "
+                  "not one-hot when the two largest logits are close, as here."] = _filtered(
+                torch.softmax(logits / small, -1), k, p)
+        return wrong
+    soft = torch.softmax(logits, -1)
     if t != 1:
         after = ("the temperature is applied after the softmax: divide the *logits* by T, then take the softmax, "
                  "softmax(logits / T). Dividing probabilities by T and renormalising changes nothing.")
@@ -208,6 +256,16 @@ def _dist_mistakes(logits, t, k, p) -> dict[str, torch.Tensor]:
     if k is not None or p is not None:
         wrong["the kept probabilities are not renormalised: divide by their sum so that they add up to 1."] = \
             _filtered(tempered, k, p, renorm=False)
+    if k is not None and p is not None:
+        wrong["top-p is measured on the probabilities before top-k's renormalisation (or applied before top-k, "
+              "which keeps the same tokens): the order is temperature, then top-k, then renormalise (divide by "
+              "the sum of what is kept), *then* top-p, so that p is a share of the top-k distribution."] = \
+            _filtered(tempered, k, p, between=False)
+    if k is not None:
+        wrong[f"top-k with ties: the task keeps every token whose probability is at least the {k}-th largest "
+              f"(here tokens tie at the {k}-th place, and all of them stay); yours keeps exactly {k} "
+              "(compare with the k-th value, probs >= torch.topk(probs, k).values[-1])."] = \
+            _filtered(tempered, k, p, exactly_k=True)
     if p is not None:
         wrong["top-p keeps the wrong side of the threshold: it stops *before* the token at which the cumulative "
               "probability reaches p. Keep the most likely tokens up to and including that one (the smallest "
@@ -227,11 +285,14 @@ def _compare_dist(args, got) -> None:
     logits = logits.double()
     want = generate.distribution(logits, t, k, p).numpy()
     what = f"with temperature={t}, top_k={k}, top_p={p}"
+    if t == 0 and got.shape == want.shape and np.isnan(got).any():
+        fail(f"`next_token_distribution` {what} returned NaN: temperature 0 means greedy. Handle T = 0 before "
+             "dividing (logits / 0 is inf, and its softmax NaN): return a one-hot vector on the most likely token.")
+    mistakes = {m: w.numpy() for m, w in _dist_mistakes(logits, t, k, p).items()}
     if got.shape == want.shape and not np.isnan(got).any() and abs(got.sum() - 1) > 1e-3 and \
-            not any(np.allclose(got, w.numpy(), atol=ATOL, rtol=RTOL) for w in _dist_mistakes(logits, t, k, p).values()):
+            not any(np.allclose(got, w, atol=ATOL, rtol=RTOL) for w in mistakes.values()):
         fail(f"`next_token_distribution` {what} returns probabilities that add up to {got.sum():.4f}, not 1.")
-    compare_arrays(got, want, "next_token_distribution", what=what,
-                   mistakes={m: w.numpy() for m, w in _dist_mistakes(logits, t, k, p).items()})
+    compare_arrays(got, want, "next_token_distribution", what=what, mistakes=mistakes)
 
 
 check_next_token_distribution = register(Check(
@@ -250,10 +311,10 @@ def _sample_cases(seed: int = 0, vocab: int = 30, draws=((1.0, None, None, 0), (
 
 
 def _as_token(value: Any, name: str) -> int:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        fail(f"`{name}` should return one token id as an int, but it returned {type(value).__name__}: {value!r:.80}")
+    if not isinstance(value, int) or isinstance(value, bool):
+        shape = f" of shape {tuple(value.shape)}" if isinstance(value, (torch.Tensor, np.ndarray)) else ""
+        fail(f"`{name}` should return one token id as an int, as the task says, but it returned a "
+             f"{type(value).__name__}{shape}: {value!r:.80}. Turn it into an int: int(torch.multinomial(...)).")
     return int(value)
 
 
@@ -291,6 +352,9 @@ def _as_generated(value: Any, name: str) -> list:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         fail(f"`{name}` should return two things, (tokens, cache), but it returned {type(value).__name__}.")
     tokens, cache = value
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        fail(f"`{name}` should return the new tokens as a list of ints, as the task says, but it returned "
+             f"{type(tokens).__name__}: {tokens!r:.80} (append int(...) of each argmax to a list).")
     tokens = as_int_list(tokens, name)
     if not isinstance(cache, (list, tuple)) or not all(isinstance(kv, (list, tuple)) and len(kv) == 2 for kv in cache):
         fail(f"`{name}`: the cache should be a list with one (keys, values) pair per layer, as `step` returns them; "
@@ -298,6 +362,7 @@ def _as_generated(value: Any, name: str) -> list:
     return [tokens, [[as_float_array(k, name), as_float_array(v, name)] for k, v in cache]]
 
 
+@diagnosis
 def _greedy_variant(model, prompt, n_new, *, append="cat", offset=True):
     """What a typical mistake generates: the cache replaced or never updated, or positions not offset."""
     tokens = list(prompt)
@@ -319,9 +384,14 @@ def _variant_or_none(model, prompt, n_new, **mistake):
         return None
 
 
+def _positions(model, tokens, *args, **kwargs) -> int:
+    """How many token positions one call of `step` runs."""
+    return len(tokens)
+
+
 def _compare_generate(args, got) -> None:
     model, prompt, n_new = args
-    tokens, cache = got
+    (tokens, cache), positions = got
     want_tokens, want_cache = generate.greedy_cached(model, prompt, n_new)
     what = f"`generate_greedy_cached(model, prompt={prompt}, n_new={n_new})`"
     if tokens != want_tokens:
@@ -339,6 +409,12 @@ def _compare_generate(args, got) -> None:
              "argmax of the last position's logits at each step).")
     if len(cache) != len(want_cache):
         fail(f"{what}: the cache has {len(cache)} layers, expected {len(want_cache)}.")
+    needed = len(prompt) + n_new
+    if positions > needed:
+        fail(f"{what} ran {positions} token positions through `step`, but with a KV cache it needs "
+             f"len(prompt) + n_new = {needed}: the prompt once, then each new token once. The cache is built but "
+             "not used: run only the new token, `step(model, torch.tensor([tokens[-1]]), len(tokens) - 1, cache)`,"
+             " not the whole sequence again.")
     for layer, ((k, v), (wk, wv)) in enumerate(zip(cache, want_cache)):
         if k.shape != tuple(wk.shape):
             fail(f"{what}: layer {layer}'s cached keys have shape {k.shape}, expected {tuple(wk.shape)} (n_heads, "
@@ -350,4 +426,5 @@ def _compare_generate(args, got) -> None:
 
 check_generate_greedy_cached = register(Check(
     name="generate_greedy_cached", reference=generate.greedy_cached, cases=_generate_cases, output=_as_generated,
+    watch=("llmcourse.gpt.step", _positions),
     compare=_compare_generate, passed="generate_greedy_cached writes what the uncached loop writes, with a cache."))

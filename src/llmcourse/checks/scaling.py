@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from llmcourse import scaling
-from llmcourse.checks.core import Check, as_float_array, fail, register
+from llmcourse.checks.core import Check, as_float_array, diagnosis, fail, register
 
 FIT_RTOL = 1e-4       # the power-law fit and the allocation have closed forms: tight
 SAT_RTOL = 1e-3       # the saturating fit is iterative: its parameters within 0.1%, or
@@ -60,6 +60,7 @@ def _power_cases(seed: int = 0, alphas=(0.3, 0.08), amplitudes=(40.0, 12.0), noi
     return out
 
 
+@diagnosis
 def _linear_space_power_fit(x: np.ndarray, y: np.ndarray, start: float) -> tuple[float, float]:
     """The mistake: least squares on the losses themselves, sum (L - A x^-alpha)^2 (A solved for each alpha)."""
     def sse(alpha):
@@ -169,10 +170,11 @@ check_training_flops = register(Check(
 
 # --- the saturating law: E + A / x^alpha -------------------------------------------------------------------
 
-def _saturating_cases(seed: int = 0, laws=((0.8, 5.0, 0.15), (2.0, 30.0, 0.6)), noise: float = 0.005,
-                      chinchilla: bool = True) -> list[tuple]:
-    """(x (15,), loss (15,)): noiseless laws with known (E, A, alpha), Chinchilla's L(N) with infinite data
-    (E = 1.69, A = 406.4, alpha = 0.34), then the first law with relative noise."""
+def _saturating_cases(seed: int = 0, laws=((0.8, 5.0, 0.15), (2.0, 30.0, 0.6), (1.0, 2e4, 1.2)),
+                      noise: float = 0.005, chinchilla: bool = True) -> list[tuple]:
+    """(x (15,), loss (15,)): noiseless laws with known (E, A, alpha), one with alpha above 1 (the task allows
+    0 < alpha <= 3), Chinchilla's L(N) with infinite data (E = 1.69, A = 406.4, alpha = 0.34), then the first law
+    with relative noise."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.logspace(3, 10, 15, dtype=torch.float64)
     out = [(x, e + a * x ** -alpha) for e, a, alpha in laws]
@@ -201,6 +203,9 @@ def _compare_saturating(args, got) -> None:
     if got[2] < 0 and _sse(x, y, got * [1, 1, -1]) < 2 * best + 1e-9:
         fail(f"`fit_saturating` {what}: exponent sign: L = E + A * x**(-alpha) falls as x grows, so alpha is "
              "positive.")
+    if want[2] > 1 and got[2] <= 1 + 1e-6:
+        fail(f"`fit_saturating` {what} returned alpha = {got[2]:.4g}, but the best exponent here is {want[2]:.4g}: "
+             "your search stops at 1. The task allows any exponent 0 < alpha <= 3: search that whole range.")
     slope, intercept = np.polyfit(np.log(x), np.log(y), 1)         # a pure power law through the same points
     if abs(got[0]) < 1e-6 * abs(want[0]) or _close(got[1:], np.array([math.exp(intercept), -slope]), 1e-3):
         fail(f"`fit_saturating` {what} returned E = {got[0]:.4g}: the irreducible term is forgotten. These losses "
@@ -226,6 +231,7 @@ def _optimal_cases(budgets=(3.14e23, 1e21, 5.76e23), other=((1e20, 100.0, 1000.0
     return [(float(C), c["A"], c["B"], c["alpha"], c["beta"]) for C in budgets] + [tuple(map(float, o)) for o in other]
 
 
+@diagnosis
 def _allocation(C, A, B, alpha, beta, per=6.0, swap_exponents=False, invert_g=False):
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     G = 1 / G if invert_g else G

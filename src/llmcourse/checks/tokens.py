@@ -11,7 +11,7 @@ import torch
 
 from llmcourse import tokens
 from llmcourse.checks.core import (ATOL, Check, as_float_array, as_int_list, as_pair_counts, as_pair_list, as_str,
-                                   compare_arrays, fail, register)
+                                   compare_arrays, diagnosis, fail, register)
 
 SAMPLE_TEXTS = [
     "low lower lowest newer newest wider widest",
@@ -42,6 +42,7 @@ def _encode_cases(texts=tuple(ENCODE_TEXTS), num_merges: int = 40) -> list[tuple
 
 # --- wrong variants, for naming mistakes (written for the diagnoses, self-contained: no reference is called) ---
 
+@diagnosis
 def _replace_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
     """ids with each occurrence of pair, left to right without overlap, replaced by new."""
     out: list[int] = []
@@ -57,6 +58,7 @@ def _replace_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
     return out
 
 
+@diagnosis
 def _encode_variant(text: str, merges, chunked: bool = True, pick: str = "rank") -> list[int]:
     """encode with one choice changed: `chunked=False` merges over the whole text; `pick` chooses the pair to merge
     next among the learned pairs present: 'rank' (learned first: right), 'count' (most frequent in the chunk,
@@ -80,6 +82,7 @@ def _encode_variant(text: str, merges, chunked: bool = True, pick: str = "rank")
     return result
 
 
+@diagnosis
 def _train_variant(text: str, num_merges: int, weighted: bool = True, chunked: bool = True,
                    largest_tie: bool = False) -> list[tuple[int, int]]:
     """train_bpe with one choice changed: `weighted=False` counts each distinct chunk once, `chunked=False` counts
@@ -143,14 +146,13 @@ check_merge = register(Check(
 
 def _pair_counts_after(text: str, merges: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
     """Weighted pair counts of `text` once `merges` have been applied: what BPE compares at the next step."""
-    counts: dict[tuple[int, int], int] = {}
+    counts: Counter = Counter()      # composed of the graded merge and count_pairs (stubs in the kit)
     for chunk in tokens.pretokenize(text):
-        ids = list(chunk.encode("utf-8"))
+        ids = [*chunk.encode("utf-8")]
         for i, pair in enumerate(merges):
             ids = tokens.merge(ids, pair, 256 + i)
-        for pair, n in tokens.count_pairs(ids).items():
-            counts[pair] = counts.get(pair, 0) + n
-    return counts
+        counts.update(tokens.count_pairs(ids))
+    return dict(counts)
 
 
 def _compare_train_bpe(args, got) -> None:

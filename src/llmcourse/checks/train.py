@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from llmcourse import train
-from llmcourse.checks.core import ATOL, RTOL, Check, as_float_array, compare_arrays, fail, register
+from llmcourse.checks.core import ATOL, RTOL, Check, as_float_array, compare_arrays, diagnosis, fail, register
 
 TRAIN_MARGIN = 0.1  # the trained bigram's loss may exceed the best possible bigram loss by this much (nats)
 
@@ -33,7 +33,8 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 def _ce_cases(seed: int = 0, shapes=((4, 5), (1, 3), (16, 83)), big: float = 1000.0) -> list[tuple]:
     """(logits (B, V) float32, targets (B,) int64): random logits, then logits around `big`."""
     gen = torch.Generator().manual_seed(seed)
-    out = [(torch.tensor([[big, 0.0, -big], [big, big, 0.0]]), torch.tensor([0, 2]))]
+    out = [(torch.tensor([[big, 0.0, -big], [big, big, 0.0]]), torch.tensor([0, 2])),
+           (torch.tensor([[big, 0.0, 0.0], [0.0, 1.0, 2.0]]), torch.tensor([0, 2]))]  # rows of mixed scales
     for b, v in shapes:
         out.append((torch.randn(b, v, generator=gen) * 3, torch.randint(0, v, (b,), generator=gen)))
     b, v = shapes[0]
@@ -48,6 +49,12 @@ def _compare_cross_entropy(args, got) -> None:
     if got.shape != want.shape:
         fail(f"`cross_entropy` {what} returned shape {got.shape}: it should be one number (a scalar tensor), the "
              "mean loss over the batch.")
+    row_max = logits.max(-1).values
+    if not np.isfinite(got).all() and float(row_max.max() - row_max.min()) > 700:
+        fail(f"`cross_entropy` {what} returned {got.item()}: one maximum for the whole batch was subtracted. "
+             f"Here the rows' largest logits are {float(row_max.max()):.0f} and {float(row_max.min()):.0f}: "
+             "shifted by the batch's maximum, every exp of the second row underflows to 0 and its log is -inf. "
+             "Subtract each ROW's maximum, logits.max(dim=-1, keepdim=True).values.")
     if not np.isfinite(got).all():
         fail(f"`cross_entropy` {what} returned {got.item()}: exp(1000) overflows to inf, and the log of softmax "
              "becomes inf − inf = NaN. Subtract each row's maximum from the logits before exp: log-softmax does "
@@ -131,8 +138,9 @@ check_sgd_step = register(Check(
 
 # --- one Adam step ------------------------------------------------------------------------------------
 
-def _adam_cases(seed: int = 0, ts=(1, 2, 10, 1000), betas=(0.9, 0.999)) -> list[tuple]:
-    """(param, grad, m, v, t, lr, beta1, beta2, eps): m = v = 0 at t = 1, running averages after."""
+def _adam_cases(seed: int = 0, ts=(1, 2, 10, 1000), betas=(0.9, 0.999), tiny: float = 1e-5) -> list[tuple]:
+    """(param, grad, m, v, t, lr, beta1, beta2, eps): m = v = 0 at t = 1, running averages after; then a first
+    step with gradients of size `tiny`, where sqrt(v_hat) + eps and sqrt(v_hat + eps) differ tenfold."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for t in ts:
@@ -141,14 +149,21 @@ def _adam_cases(seed: int = 0, ts=(1, 2, 10, 1000), betas=(0.9, 0.999)) -> list[
         m = torch.zeros(shape) if t == 1 else torch.randn(*shape, generator=gen) * 0.1
         v = torch.zeros(shape) if t == 1 else torch.rand(*shape, generator=gen) * 0.1
         out.append((p, g, m, v, t, 0.01, betas[0], betas[1], 1e-8))
+    if tiny:
+        p, g = torch.randn(4, generator=gen), torch.randn(4, generator=gen) * tiny
+        out.append((p, g, torch.zeros(4), torch.zeros(4), 1, 0.01, betas[0], betas[1], 1e-8))
     return out
 
 
-def _adam_variant(p, g, m, v, t, lr, b1, b2, eps, correct=True, square=True, eps_inside=False):
+@diagnosis
+def _adam_variant(p, g, m, v, t, lr, b1, b2, eps, correct=True, square=True, eps_inside=False, shift=0,
+                  corrected_moments=False):
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * (g ** 2 if square else g.abs())
-    m_hat, v_hat = (m / (1 - b1 ** t), v / (1 - b2 ** t)) if correct else (m, v)
+    m_hat, v_hat = (m / (1 - b1 ** (t + shift)), v / (1 - b2 ** (t + shift))) if correct else (m, v)
     denom = (v_hat + eps).sqrt() if eps_inside else v_hat.sqrt() + eps
+    if corrected_moments:
+        return [(p - lr * m_hat / denom).numpy(), m_hat.numpy(), v_hat.numpy()]
     return [(p - lr * m_hat / denom).numpy(), m.numpy(), v.numpy()]
 
 
@@ -162,7 +177,17 @@ def _compare_adam(args, got) -> None:
         f"Adam's bias correction is missing: m and v start at 0, so early on they are too small; divide them by "
         f"(1 − beta1**t) and (1 − beta2**t) before the update (here t = {t}).": _adam_variant(*args, correct=False),
         "v is the running mean of the SQUARED gradient (grad ** 2).": _adam_variant(*args, square=False),
+        "epsilon is inside the square root: the update divides by sqrt(v_hat) + eps, not sqrt(v_hat + eps). With "
+        "small gradients, as here, the step comes out many times too small.": _adam_variant(*args, eps_inside=True),
+        f"the step count is off by one: the bias correction uses t itself (here t = {t}), 1 − beta1**t and "
+        "1 − beta2**t, with t = 1 at the first step.": _adam_variant(*args, shift=1),
+        f"the step count is off by one: the bias correction uses t itself (here t = {t}), 1 − beta1**t and "
+        "1 − beta2**t, not t − 1.": _adam_variant(*args, shift=-1) if t > 1 else None,
+        "the bias-corrected moments are returned: return m and v themselves (the running averages that the "
+        "next step continues), and use m_hat and v_hat only for the update.": _adam_variant(*args,
+                                                                                        corrected_moments=True),
     }
+    mistakes = {msg: w for msg, w in mistakes.items() if w is not None}
     for i, name in enumerate(["param", "m", "v"]):
         compare_arrays(got[i], want[i], "adam_step", what=f"({name} at step t = {t})",
                        mistakes={msg: w[i] for msg, w in mistakes.items() if all(_close(got[j], w[j]) for j in range(3))})
@@ -239,5 +264,5 @@ def _compare_train(args, got) -> None:
 
 check_train_bigram = register(Check(
     name="train_bigram", reference=train.train_bigram, cases=_train_cases, output=as_trained,
-    compare=_compare_train,
+    compare=_compare_train, seeded=5,
     passed=f"your bigram model is within {TRAIN_MARGIN} nats of the best possible bigram loss."))

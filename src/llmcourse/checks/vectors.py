@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from llmcourse import vectors
-from llmcourse.checks.core import ATOL, Check, as_float_array, compare_arrays, fail, register
+from llmcourse.checks.core import ATOL, Check, as_float_array, compare_arrays, diagnosis, fail, register
 
 TRAIN_THRESHOLD = 0.8  # share of the synthetic corpus's analogies the student's vectors must solve
 
@@ -79,6 +79,7 @@ check_sgns_loss = register(Check(
     output=as_float_array, compare=_compare_sgns_loss, passed=f"sgns_loss matches the reference (tolerance {ATOL})."))
 
 
+@diagnosis
 def _autograd(u, v, n) -> list[torch.Tensor]:
     """The gradients torch computes for the reference loss: the ground truth."""
     u, v, n = (x.double().clone().requires_grad_() for x in (u, v, n))
@@ -86,18 +87,16 @@ def _autograd(u, v, n) -> list[torch.Tensor]:
     return [u.grad, v.grad, n.grad]
 
 
-def _compare_sgns_gradients(args, got) -> None:
-    u, v, n = (x.double() for x in args)
-    want = _autograd(u, v, n)
-    if len(got) != 3:
-        fail(f"`sgns_gradients` should return 3 tensors (grad_center, grad_context, grad_negatives), got {len(got)}.")
+@diagnosis
+def _gradient_mistakes(u, v, n) -> dict[str, list[torch.Tensor]]:
+    """The gradients that typical sign and term mistakes give."""
     s_pos, s_neg = torch.sigmoid((u * v).sum(-1)), torch.sigmoid(torch.einsum("bkd,bd->bk", n, u))
 
     def grads(g_pos, g_neg):  # gradients for given dL/d(u·v_o) (B,) and dL/d(u·v_k) (B, K)
         return [g_pos[:, None] * v + torch.einsum("bk,bkd->bd", g_neg, n), g_pos[:, None] * u,
                 g_neg[:, :, None] * u[:, None, :]]
 
-    mistakes = {
+    return {
         "sign error: these are the gradients of the log-likelihood, not of the loss (its negative). "
         "Training subtracts the gradient of the LOSS: dL/d(u·v_o) = σ(u·v_o) − 1.": grads(1 - s_pos, -s_neg),
         "sign error in the real pair's term: dL/d(u·v_o) = σ(u·v_o) − 1 (negative: the real pair's score "
@@ -107,6 +106,14 @@ def _compare_sgns_gradients(args, got) -> None:
         "the centre's gradient needs both parts: (σ(u·v_o) − 1) v_o from the real pair plus Σ_k σ(u·v_k) v_k "
         "from the negatives.": [(s_pos - 1)[:, None] * v] + grads(s_pos - 1, s_neg)[1:],
     }
+
+
+def _compare_sgns_gradients(args, got) -> None:
+    u, v, n = (x.double() for x in args)
+    want = _autograd(u, v, n)
+    if len(got) != 3:
+        fail(f"`sgns_gradients` should return 3 tensors (grad_center, grad_context, grad_negatives), got {len(got)}.")
+    mistakes = _gradient_mistakes(u, v, n)
     names = ["grad_center", "grad_context", "grad_negatives"]
     for i, name in enumerate(names):
         compare_arrays(got[i], want[i].numpy(), "sgns_gradients", what=f"{name} (checked against torch autograd)",
@@ -163,6 +170,7 @@ def _step_cases(seed: int = 0, shapes=((6, 4, 8, 2), (20, 8, 32, 5))) -> list[tu
     return out
 
 
+@diagnosis
 def _step_variant(W_in, W_out, c, o, n, lr, sign=-1, accumulate=True, negatives=True):
     W_in, W_out = W_in.clone(), W_out.clone()
     g_c, g_o, g_n = vectors.sgns_gradients(W_in[c], W_out[o], W_out[n])
@@ -228,6 +236,7 @@ def _analogy_cases(seed: int = 0, n_words: int = 40, dim: int = 6, n_queries: in
     return out
 
 
+@diagnosis
 def _analogy_variants(E, words, a, b, c, topn) -> dict[str, list[str]]:
     index = {w: i for i, w in enumerate(words)}
     U = vectors.unit_rows(E)

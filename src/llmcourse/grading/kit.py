@@ -34,9 +34,8 @@ import nbformat
 
 from llmcourse import __version__, checks
 from llmcourse.grading import judge, replay
-from llmcourse.checks.core import clone
 from llmcourse.grading.course import REPO, assignments
-from llmcourse.grading.stubs import stub_modules
+from llmcourse.grading.stubs import stub_checks, stub_modules
 
 # Helpers that checks call on inputs computed from the student's answer, kept whole in the kit (they are not
 # answers: answer_probability composes the graded key_activations and ablate_memories by name, which stay stubs).
@@ -132,8 +131,9 @@ def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, lis
             getattr(node.body[0], "value", None), ast.Constant) and isinstance(node.body[0].value.value, str) else []
         return doc + ast.parse(f"return _llmcourse_stub_call(__name__, {name!r}, locals())").body
 
-    stubbed = stub_modules(site, graded, given, body=body,
-                           preamble="from llmcourse.grading.replay import stub_call as _llmcourse_stub_call")
+    preamble = "from llmcourse.grading.replay import stub_call as _llmcourse_stub_call"
+    stubbed = stub_modules(site, graded, given, body=body, preamble=preamble)
+    stubbed.update(stub_checks(site, kernel=False, body=body, preamble=preamble))  # the diagnoses replay too
     # which exercise each stubbed function belongs to, for the stubs' messages
     owner = {}
     for assignment, path in notebooks.items():
@@ -181,13 +181,11 @@ def _record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[s
                 check = checks.REGISTRY[name]
                 answer = answers[assignment].get(check.name, check.reference)
                 for args in check.cases(**params):
-                    mine = clone(args)
                     with replay.not_recorded():
-                        got = answer(*mine)
-                    plain = check.plain(got, mine)
-                    check.compare(args, plain)
+                        plain = check.run(answer, args)
+                    check.judge_case(args, plain)
                     try:  # a wrong answer too, so that the diagnoses' own reference calls are recorded
-                        check.compare(args, check.replain(wrong(plain)))
+                        check.judge_case(args, check.replain(wrong(plain)))
                     except Exception:  # CheckFailed, as intended, or a diagnosis that cannot read this answer
                         pass
     return tables
