@@ -46,7 +46,7 @@ KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
 # chapters' heavier tools (gensim, transformers, ...) and the instructor's (nbgrader, jupyter-book, pytest) stay out:
 # the book comes built, and its chapters' code cannot run on stubs anyway.
 KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab", "regex")
-KIT_GRADING = ("course.py", "check.py", "replay.py")  # the only modules of llmcourse.grading in the kit
+KIT_GRADING = ("course.py", "check.py", "replay.py", "chain.py")  # the only modules of llmcourse.grading in the kit
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
 WHEEL_TAG = "py3-none-any"
 
@@ -117,8 +117,9 @@ def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, lis
     for name in KIT_GRADING:
         shutil.copyfile(package / "grading" / name, site / "llmcourse" / "grading" / name)
     (site / "llmcourse" / "grading" / "__init__.py").write_text(
-        '"""What the student kit keeps of the course\'s machinery: `llmcourse check NOTEBOOK` (module `check`) and\n'
-        'the recorded reference results that let the checks work with stubs (module `replay`)."""\n', encoding="utf-8")
+        '"""What the student kit keeps of the course\'s machinery: `llmcourse check NOTEBOOK` (module `check`),\n'
+        'the recorded reference results that let the checks work with stubs (module `replay`), and the student\'s\n'
+        'own functions saved for the later notebooks (module `chain`)."""\n', encoding="utf-8")
     released = site / "llmcourse" / "_released"
     released.mkdir()
     for name, path in notebooks.items():
