@@ -378,5 +378,14 @@ grader puts the original back, and so does this check), a cell slower than the g
 an output so long that it will be cut. It exits with status 0 when every visible test passes. It never changes
 your notebook. Hidden tests, on inputs you have not seen, run only when your notebook is graded.
 
+## The exercises chain
+
+When every visible test of a notebook passes, `llmcourse check` saves its functions into your installation
+(`llmcourse/_yours/`), and the later notebooks use yours: exercise 05's demo block runs your `causal_mask` from
+exercise 03, and exercise 08 runs SmolLM2 with your `generate_greedy_cached` from exercise 05
+(`from llmcourse.yours import generate_greedy_cached`). Where you have not finished an earlier exercise, the cell
+that needs it says which one to finish first; `llmcourse check` lists such cells as notes: they cost no points.
+When a notebook is graded, the course's own functions stand in for the other exercises'.
+
 Hand in the `.ipynb` file as your instructor asks.
 """
