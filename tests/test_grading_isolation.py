@@ -30,7 +30,7 @@ from llmcourse.grading import sandbox
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's namespaces need root")
 
 ASSIGNMENT = "01_tokens"
-LIMITS = grading.Limits(cell_timeout=150, student_timeout=500)
+LIMITS = grading.Limits(cell_timeout=170, student_timeout=600)
 TOKEN = secrets.token_hex(6)
 SECRET = f"ISO-SECRET-{TOKEN}"  # written into every file of the instructor's that no kernel may read
 
@@ -53,15 +53,15 @@ deadline = time.time() + 45
 while not entry.exists() and time.time() < deadline:
     time.sleep(0.2)
 try:
-    print("ISO cache-entries", len(os.listdir(cache)))
+    print(f"ISO cache-entries {{len(os.listdir(cache))}}")
 except OSError as err:
-    print("ISO cache-unreadable", type(err).__name__)
+    print(f"ISO cache-unreadable {{type(err).__name__}}")
 try:
     page = html.unescape(re.sub(r"<[^>]+>", "", json.loads(entry.read_text())["html"]))
     exec(re.search(r"^def cosine_similarity\\(.*?(?=^\\S)", page, re.S | re.M).group(0))
     print("ISO STOLEN")
 except Exception as err:
-    print("ISO steal-failed", type(err).__name__)
+    print(f"ISO steal-failed {{type(err).__name__}}")
     def cosine_similarity(a, b):
         raise NotImplementedError
 '''
@@ -71,18 +71,18 @@ except Exception as err:
 PROBE = '''
 import os, socket, stat, time
 me = os.environ["LLMCOURSE_GRADING"]
-print("ISO cases-before", len(os.listdir(me + "/cases")))
+print(f"ISO cases-before {{len(os.listdir(me + '/cases'))}}")
 for path in {secrets!r}:
     try:
         with open(path, errors="replace") as f:
-            print("ISO read-ok", path, f.read(200).count("ISO-SECRET"))
+            print(f"ISO read-ok {{path}} {{f.read(200).count('ISO-SECRET')}}")
     except OSError:
         pass
 try:
     socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
     print("ISO tcp-ok")
 except OSError as err:
-    print("ISO tcp-blocked", err.errno)
+    print(f"ISO tcp-blocked {{err.errno}}")
 def unix(address):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(3)
@@ -95,33 +95,38 @@ def unix(address):
         s.close()
 for address in ["\\0llmcourse-iso-{token}", {unix_path!r}]:
     if unix(address):
-        print("ISO unix-ok", repr(address))
-writable, sockets, start = [], [], time.time()
-for folder, dirs, files in os.walk("/"):
-    if folder == "/":
-        dirs[:] = [d for d in dirs if d not in ("proc", "sys")]
-    if time.time() - start > 100:
-        print("ISO walk-incomplete", folder)
+        print(f"ISO unix-ok {{address!r}}")
+writable, sockets, start, todo = [], [], time.time(), ["/"]
+while todo:  # the whole view but /proc and /sys; d_type spares a stat of each file
+    if time.time() - start > 130:
+        print(f"ISO walk-incomplete {{todo[-1]}}")
         break
-    for name in dirs + files:
-        path = os.path.join(folder, name)
-        try:
-            info = os.lstat(path)
-        except OSError:
+    try:
+        entries = list(os.scandir(todo.pop()))
+    except OSError:
+        continue
+    for entry in entries:
+        if entry.path in ("/proc", "/sys") or entry.is_symlink():
             continue
-        if stat.S_ISDIR(info.st_mode) and info.st_mode & 0o002:
+        if entry.is_dir():
+            todo.append(entry.path)
             try:
-                with open(os.path.join(path, "iso-note-{token}"), "w") as f:
-                    f.write("a note for the next kernel")
-                writable.append(path)
+                if entry.stat(follow_symlinks=False).st_mode & 0o002:
+                    with open(os.path.join(entry.path, "iso-note-{token}"), "w") as f:
+                        f.write("a note for the next kernel")
+                    writable.append(entry.path)
             except OSError:
                 pass
-        elif stat.S_ISSOCK(info.st_mode) and not path.startswith(me + "/"):
-            sockets.append(path)
-print("ISO writable", " ".join(sorted(writable)))
+        elif not entry.is_file() and not entry.path.startswith(me + "/"):
+            try:
+                if stat.S_ISSOCK(os.lstat(entry.path).st_mode):
+                    sockets.append(entry.path)
+            except OSError:
+                pass
+print("ISO writable " + " ".join(sorted(writable)))
 for path in sockets:
     if unix(path):
-        print("ISO unix-ok", path)
+        print(f"ISO unix-ok {{path}}")
 others = []
 for pid in os.listdir("/proc"):
     if pid.isdigit():
@@ -130,12 +135,12 @@ for pid in os.listdir("/proc"):
                 others.append(pid)
         except OSError:
             pass
-print("ISO proc-others", len(others))
+print(f"ISO proc-others {{len(others)}}")
 '''
 
 CASES_AFTER = '''
 import os
-print("ISO cases-after", len(os.listdir(os.environ["LLMCOURSE_GRADING"] + "/cases")))
+print(f"ISO cases-after {len(os.listdir(os.environ['LLMCOURSE_GRADING'] + '/cases'))}")
 '''
 
 
@@ -227,7 +232,8 @@ def batch():
 
 
 def found(batch, student: str) -> list[str]:
-    """The ISO lines a student's kernel printed, from its feedback page."""
+    """The ISO lines a student's kernel printed (one print each, a single string: the pieces of a print may
+    arrive as separate outputs), from its feedback page."""
     page = (batch["base"] / "feedback" / f"{student}.html").read_text(encoding="utf-8")
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     return [line.strip() for line in text.splitlines() if line.strip().startswith("ISO ")]
