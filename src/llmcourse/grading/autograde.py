@@ -33,8 +33,8 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from llmcourse.data import DATA_DIR
 from llmcourse.checks.core import case_key
+from llmcourse.data import DATA_DIR
 from llmcourse.grading import judge
 from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
 from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, fallback_feedback, write_feedback
@@ -629,8 +629,9 @@ def restore_locked_cells(submitted, source_nb):
 
 def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) -> None:
     """The student's kernel folder and the kernelspec that starts it. As root, the folder and what the grader
-    put there (cases, the stubbed llmcourse) belong to root and are read-only for the kernel's user, which may
-    write only its records file and, in its namespace, its own size-limited scratch folder (`home`)."""
+    put there (the stubbed llmcourse, and each test cell's cases while it runs) belong to root and are read-only
+    for the kernel's user, which may write only its records file, its ZMQ sockets (`ipc/`) and, in its
+    namespace, its own size-limited scratch folder (`home`)."""
     (kernel_dir / "cases").mkdir()  # each test cell's cases arrive while it runs (worker.stage_cases)
     plan = {"from": str(s["work"] / "cases"), "to": str(kernel_dir / "cases"),
             "cells": {c.grade_id: [f"{case_key(n, p)}.pt" for n, p in c.calls] for c in s["cells"]}}
