@@ -43,7 +43,7 @@ def batch(tmp_path_factory):
 
     def recording(*args, **kwargs):
         s = setting(*args, **kwargs)
-        uids.append(range(s["uid_base"], s["uid_base"] + grading.UID_BLOCK))
+        uids.append(range(s["uid_base"], s["uid_base"] + autograde.UID_BLOCK))
         return s
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(autograde, "batch_setting", recording)
@@ -135,7 +135,7 @@ def test_scratch_folders_are_private_limited_and_cleared(batch):
     assert row.cells["test_count_pairs"][0] > 0
     assert not Path("/tmp/passed-note.txt").exists(), "a kernel's /tmp is the machine's: students can pass files"
     ours = batch["uids"]
-    other = ours.start - grading.UID_BLOCK if ours.start - grading.UID_BLOCK >= grading.UID_BASE else ours.stop
+    other = ours.start - autograde.UID_BLOCK if ours.start - autograde.UID_BLOCK >= grading.UID_BASE else ours.stop
     with _another_run_in_tmp(other):
         files = [p for top in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] for p in _walk(Path(top))]
     left = [str(p) for p in files if p.name.startswith("hog") and p.name.endswith(".bin") and _owner(p) in ours]

@@ -93,13 +93,22 @@ def _world_writable(top: str, skip: tuple[str, ...]) -> list[str]:
     return found
 
 
+def _private_proc_options() -> bool:
+    """Whether each mount of /proc has options of its own (Linux 5.8 and later)."""
+    try:
+        return tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (5, 8)
+    except ValueError:
+        return False
+
+
 def isolate(hide: list[str], reach: list[str], kernel_dir: str, scratch_bytes: int) -> str:
     """In new private mount, network and IPC namespaces: cover each `hide` path and every top-level folder but
     the system's (SYSTEM_TOPS) with an empty tmpfs; give the kernel private, size-limited /tmp, /var/tmp and
     /dev/shm (and cover any other world-writable folder of /dev); bind back, read-only, every `reach` path (the
     Python installation, the virtual environment, the data) that a cover or a folder closed to other users
     hides, and the kernel's own folder; make the system's folders read-only; mount a /proc that shows the
-    kernel's user only its own processes. The network namespace's only interface (loopback) stays down.
+    kernel's user only its own processes (Linux 5.8 and later). The new network namespace's only interface,
+    loopback, stays down: no address can be reached.
     '' on success, else the reason it failed."""
     if _libc().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC) != 0:
         return f"unshare: {os.strerror(ctypes.get_errno())}"
@@ -136,7 +145,8 @@ def isolate(hide: list[str], reach: list[str], kernel_dir: str, scratch_bytes: i
             if path != kernel_dir:
                 _mount("none", path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
             os.close(fd)
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        if _private_proc_options():  # before Linux 5.8 the option would apply to every /proc of the machine
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
     except OSError as err:
         return str(err)
     return ""

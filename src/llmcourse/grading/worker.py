@@ -47,7 +47,8 @@ PROGRESS_ENV = "LLMCOURSE_PROGRESS"
 KERNEL_DIED = "KernelDied"
 _STUDENT = ""  # the student this worker grades, for `mark`
 IPC_ENV = "LLMCOURSE_KERNEL_IPC"  # the path prefix of the kernel's ZMQ sockets (in its own folder)
-CASES_ENV = "LLMCOURSE_CASES"  # a JSON file: {"from": folder, "to": the kernel's cases folder, "cells": {grade_id: [file]}}
+CASES_ENV = "LLMCOURSE_CASES"  # a JSON file: {"from": folder, "to": kernel's cases folder, "cells": {grade_id: [file]}}
+IOPUB_TIMEOUT = 60  # seconds a cell's outputs may lag behind its reply
 TIMES_ENV = "LLMCOURSE_GRADING_TIMES"  # a file: where each student's grading spends its time (for benchmarks)
 
 
@@ -138,6 +139,9 @@ def autograde_worker(course: str, assignment: str, student: str, cell_timeout: s
     if os.environ.get(IPC_ENV):  # no TCP: the kernel has no network
         api.config.KernelManager.transport = "ipc"
         api.config.KernelManager.ip = os.environ[IPC_ENV]
+    # After a cell's reply, its last outputs may come seconds later on a loaded machine (the kernel's IOPub thread
+    # waits for a core): nbclient's 4 s default then failed the instructor's set-up cell.
+    api.config.Execute.iopub_timeout = IOPUB_TIMEOUT
     steps = Autograde.class_traits()["autograde_preprocessors"].default()
     api.config.Autograde.autograde_preprocessors = [TracedExecute if s is Execute else s for s in steps]
     result = api.autograde(assignment, student, force=True)
