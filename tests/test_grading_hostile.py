@@ -173,6 +173,13 @@ def _walk(top: Path):
             yield Path(folder, name)
 
 
+def _owner(path: Path) -> int:
+    try:
+        return path.lstat().st_uid
+    except OSError:  # gone meanwhile
+        return -1
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="hiding files from the kernel needs root (mount namespace, own uid)")
 def test_secrets_are_out_of_the_kernels_reach(batch):
     text = feedback_text(batch, "reads_secrets")
