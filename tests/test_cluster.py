@@ -5,6 +5,7 @@ The cluster is real and local: `dask scheduler` and `dask worker` processes on t
 and stopped here (README, "Grading on a Dask cluster")."""
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -255,3 +256,46 @@ def test_a_local_run_does_not_import_dask():
     code = ("import sys, llmcourse.cli, llmcourse.grading.autograde; "
             "assert not {'dask', 'distributed'} & set(sys.modules), 'dask imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+
+
+DASK_ATTACK = '''
+import pathlib
+try:
+    from distributed import Client
+    from llmcourse.grading import judge
+    def full_marks():  # runs in the worker's process, as root, if the kernel reaches the scheduler
+        from llmcourse.grading import judge
+        pathlib.Path({marker!r}).write_text("ran in the worker")
+        judge.judge = lambda cells, records, cases=None: [
+            judge.Verdict(c.grade_id, c.points, c.points, c.hidden, "") for c in cells]
+    with Client({address!r}, timeout=15) as client:
+        client.run(full_marks)
+    print("ATTACK reached the cluster")
+except Exception as err:
+    print("ATTACK failed:", type(err).__name__)
+def cosine_similarity(a, b):
+    raise NotImplementedError
+'''
+
+
+def test_a_kernel_on_a_worker_cannot_reach_the_cluster(tmp_path):
+    """Issue 27, item 2: a stub whose kernel connects to the scheduler (`distributed.Client`) and runs a function
+    in the worker (`Client.run`: as root, beside the judge) scores 0; the function never runs."""
+    marker = tmp_path / "ran-in-worker.txt"
+    with local_cluster(tmp_path / "cluster") as dask:
+        stub = nbformat.read(next((REPO / "exercises" / ASSIGNMENT).glob("*.ipynb")), as_version=4)
+        cell = next(c for c in stub.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "cosine_similarity")
+        cell.source = DASK_ATTACK.format(marker=str(marker), address=dask.address)
+        (tmp_path / "submissions" / "mallory").mkdir(parents=True)
+        nbformat.write(stub, tmp_path / "submissions" / "mallory" / "work.ipynb")
+        dask.add_worker("w1")
+        dask.wait_for(1)
+        rows = grading.grade(tmp_path / "submissions", ASSIGNMENT, out=tmp_path / "grades.csv",
+                             feedback=tmp_path / "fb", scheduler=dask.address, progress=False)
+        log = dask.log()
+    assert not marker.exists(), "a kernel ran a function in the Dask worker's process"
+    row = rows[0]
+    assert row.clean and row.score == 0, (row.status, row.cells, log)
+    page = html.unescape(re.sub(r"<[^>]+>", "", (tmp_path / "fb" / "mallory.html").read_text()))
+    said = [line.strip() for line in page.splitlines() if line.strip().startswith("ATTACK")]  # its output
+    assert said and said[0].startswith("ATTACK failed"), said

@@ -7,6 +7,10 @@ import hashlib
 import html
 import os
 import re
+import shutil
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,9 +38,18 @@ def batch(tmp_path_factory):
     base = tmp_path_factory.mktemp("hostile")
     subs = hostile.build(base / "submissions")
     before = tree_hash(subs)
-    rows = grading.grade(subs, hostile.ASSIGNMENT, out=base / "grades.csv", feedback=base / "feedback", jobs=2,
-                         limits=LIMITS, cache=base / "cache", progress=False)
-    return {"rows": {r.student: r for r in rows}, "base": base, "subs": subs, "before": before}
+    uids = []  # the block of user ids this batch's kernels ran as (other runs on the machine have others)
+    setting = autograde.batch_setting
+
+    def recording(*args, **kwargs):
+        s = setting(*args, **kwargs)
+        uids.append(range(s["uid_base"], s["uid_base"] + autograde.UID_BLOCK))
+        return s
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(autograde, "batch_setting", recording)
+        rows = grading.grade(subs, hostile.ASSIGNMENT, out=base / "grades.csv", feedback=base / "feedback", jobs=2,
+                             limits=LIMITS, cache=base / "cache", progress=False)
+    return {"rows": {r.student: r for r in rows}, "base": base, "subs": subs, "before": before, "uids": uids[0]}
 
 
 def feedback_text(batch, student: str) -> str:
@@ -113,21 +126,49 @@ def test_links_and_special_files_are_never_followed(batch):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="private scratch folders need root (mount namespace)")
 def test_scratch_folders_are_private_limited_and_cleared(batch):
+    """Judges only what this batch's kernels (its own user ids) left, while other runs' folders come and go in
+    /tmp (here: a thread that keeps making and removing a grading run's folders, owned by another run's user)."""
     row = batch["rows"]["fills_scratch"]
     text = feedback_text(batch, "fills_scratch")
     for where in [".", "/tmp", "/var/tmp", "/dev/shm"]:
         assert f"{where} stopped after" in text, f"writing to {where} was not limited: {text[:2000]}"
     assert row.cells["test_count_pairs"][0] > 0
     assert not Path("/tmp/passed-note.txt").exists(), "a kernel's /tmp is the machine's: students can pass files"
-    left = [str(p) for top in ["/tmp", "/var/tmp", "/dev/shm"] for p in Path(top).rglob("hog*.bin")]
+    ours = batch["uids"]
+    other = ours.start - autograde.UID_BLOCK if ours.start - autograde.UID_BLOCK >= grading.UID_BASE else ours.stop
+    with _another_run_in_tmp(other):
+        files = [p for top in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] for p in _walk(Path(top))]
+    left = [str(p) for p in files if p.name.startswith("hog") and p.name.endswith(".bin") and _owner(p) in ours]
     assert not left, f"files a kernel wrote are still there: {left[:5]}"
-    owned = [str(p) for top in ["/tmp", "/var/tmp", "/dev/shm"] for p in _walk(Path(top))
-             if _owner(p) >= grading.UID_BASE]
-    assert not owned, f"files of grading users are left behind: {owned[:5]}"
+    owned = [str(p) for p in files if _owner(p) in ours]
+    assert not owned, f"files of this batch's grading users are left behind: {owned[:5]}"
+
+
+@contextmanager
+def _another_run_in_tmp(uid: int):
+    """Meanwhile, folders like another grading run's appear in /tmp and vanish, with files of its kernel's user."""
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            folder = Path(tempfile.mkdtemp(prefix="llmcourse-grade-churn-"))
+            for i in range(20):
+                (folder / f"f{i}").write_text("x")
+                os.chown(folder / f"f{i}", uid, uid)
+            shutil.rmtree(folder, ignore_errors=True)
+            stop.wait(0.005)
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _walk(top: Path):
-    for folder, dirs, files in os.walk(top):
+    """Every path below `top`; folders that vanish while it walks (other runs' scratch) are skipped."""
+    for folder, dirs, files in os.walk(top, onerror=lambda err: None):
         for name in dirs + files:
             yield Path(folder, name)
 
@@ -135,7 +176,7 @@ def _walk(top: Path):
 def _owner(path: Path) -> int:
     try:
         return path.lstat().st_uid
-    except OSError:
+    except OSError:  # gone meanwhile
         return -1
 
 
@@ -164,8 +205,8 @@ def test_submissions_are_untouched(batch):
 def test_no_process_of_a_kernel_survives(batch):
     if os.geteuid() != 0:
         pytest.skip("leftovers are found by their user id when grading as root")
-    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid(pid) >= grading.UID_BASE]
-    assert not left, f"processes of grading users still run: {left}"
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid(pid) in batch["uids"]]
+    assert not left, f"processes of this batch's grading users still run: {left}"
 
 
 def _uid(pid: str) -> int:

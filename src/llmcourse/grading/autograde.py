@@ -33,12 +33,14 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
+from llmcourse.checks.core import case_key
 from llmcourse.data import DATA_DIR
 from llmcourse.grading import judge
 from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
 from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, fallback_feedback, write_feedback
+from llmcourse.grading.sandbox import scratch_folder, sweep_stale
 from llmcourse.grading.stubs import build_stubbed_package
-from llmcourse.grading.worker import KERNEL_NAME, PROGRESS_ENV, TIMES_ENV, cell_digest, mark
+from llmcourse.grading.worker import CASES_ENV, IPC_ENV, KERNEL_NAME, PROGRESS_ENV, TIMES_ENV, cell_digest, mark
 
 
 @dataclass
@@ -134,6 +136,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     base = Path(out).resolve().parent if out else Path.cwd()
     cache = Path(cache).resolve() if cache else base / ".llmcourse-grade-cache" / assignment
     ours = {p for p in (cache, Path(feedback).resolve() if feedback else None, base) if p}
+    cache.mkdir(parents=True, exist_ok=True)  # before any kernel starts: hidden from all of them
     students, refused = _student_folders(submissions, assignment, ours)
     batch = dict(assignment=assignment, source=source, source_nb=source_nb, cells=cells, limits=limits, cache=cache,
                  force=force, root=root)
@@ -142,7 +145,8 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
 
         results = grade_on_cluster(scheduler, students, batch, progress)
     else:
-        results = _grade_here(students, batch, [submissions, cache], jobs, progress)
+        results = _grade_here(students, batch, [submissions, cache, *([Path(feedback)] if feedback else [])],
+                              jobs, progress)
     for row in refused:
         row.max_score = sum(c.points for c in cells)
     results += [(row, None) for row in refused]
@@ -167,7 +171,7 @@ def _grade_here(students: list[Path], batch: dict, hide: list[Path], jobs: int |
     """Grade the students on this machine, `jobs` at a time, the canary first and the students beside it: none of
     them is kept until it has passed."""
     jobs = jobs or os.cpu_count() or 1
-    work = Path(tempfile.mkdtemp(prefix="llmcourse-grade-"))
+    work = scratch_folder("llmcourse-grade-")
     try:
         mark(BATCH, "start")
         Worker.start(min(jobs, len(students) + 1))  # they import while we prepare
@@ -199,6 +203,7 @@ def batch_setting(work: Path, batch: dict, hide: list[Path]) -> dict:
     prepared in `work` (template, cases, stubbed package), the kernels' user ids, what they must reach and what is
     hidden from them (the course's private folders, `work` and the paths in `hide`)."""
     root = batch["root"]
+    sweep_stale()  # what killed runs left in the temp folder
     template, cases = _prepare(work, root, batch["assignment"], batch["source_nb"], batch["cells"])
     return dict(batch, uid_base=UID_BASE + UID_BLOCK * secrets.randbelow(20_000), work=work, template=template,
                 cases=cases, version=_version(batch["source"], batch["limits"], root),
@@ -561,7 +566,7 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
     """Autograde the notebook once in a fresh sandboxed kernel, then clear away everything the kernel left."""
     progress = course / "progress.jsonl"
     progress.unlink(missing_ok=True)
-    kernel_dir = Path(tempfile.mkdtemp(prefix="llmcourse-kernel-"))
+    kernel_dir = scratch_folder("llmcourse-kernel-")
     try:
         _prepare_kernel(kernel_dir, course, s, uid)
         mark(student, "kernel folder prepared")
@@ -624,9 +629,13 @@ def restore_locked_cells(submitted, source_nb):
 
 def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) -> None:
     """The student's kernel folder and the kernelspec that starts it. As root, the folder and what the grader
-    put there (cases, the stubbed llmcourse) belong to root and are read-only for the kernel's user, which may
-    write only its records file and, in its namespace, its own size-limited scratch folder (`home`)."""
-    shutil.copytree(s["work"] / "cases", kernel_dir / "cases")
+    put there (the stubbed llmcourse, and each test cell's cases while it runs) belong to root and are read-only
+    for the kernel's user, which may write only its records file, its ZMQ sockets (`ipc/`) and, in its
+    namespace, its own size-limited scratch folder (`home`)."""
+    (kernel_dir / "cases").mkdir()  # each test cell's cases arrive while it runs (worker.stage_cases)
+    plan = {"from": str(s["work"] / "cases"), "to": str(kernel_dir / "cases"),
+            "cells": {c.grade_id: [f"{case_key(n, p)}.pt" for n, p in c.calls] for c in s["cells"]}}
+    (course / "cases.json").write_text(json.dumps(plan))
     shutil.copytree(s["work"] / "site", kernel_dir / "site")
     shutil.copyfile(Path(__file__).with_name("sandbox.py"), kernel_dir / "sandbox.py")
     (kernel_dir / "records.jsonl").touch()
@@ -641,9 +650,11 @@ def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) ->
     (kernel_dir / "settings.json").write_text(json.dumps(settings))
     for path in kernel_dir.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    (kernel_dir / "ipc").mkdir(mode=0o700)  # the kernel's ZMQ sockets (it has no network)
     if uid is not None:
         os.chown(kernel_dir / "records.jsonl", uid, uid)
         os.chmod(kernel_dir / "records.jsonl", 0o600)
+        os.chown(kernel_dir / "ipc", uid, uid)
     os.chmod(kernel_dir, 0o711 if uid is not None else 0o700)
     spec = course / "jupyter" / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True, exist_ok=True)
@@ -659,7 +670,8 @@ def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, l
     log.touch(mode=0o600)
     request = {"args": [str(course), assignment, student, str(limits.cell_timeout)], "log": str(log),
                "env": {"JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime"),
-                       PROGRESS_ENV: str(progress), TIMES_ENV: os.environ.get(TIMES_ENV, "")}}
+                       PROGRESS_ENV: str(progress), TIMES_ENV: os.environ.get(TIMES_ENV, ""),
+                       IPC_ENV: str(kernel_dir / "ipc" / "k"), CASES_ENV: str(course / "cases.json")}}
     worker = Worker.take()
     stopped = ""
     try:

@@ -5,11 +5,15 @@ What it does before the kernel starts (the threat model is in README, "How gradi
 - its own stdout and stderr go to a file the grader reads (the canary quotes it), never into the grader;
 - resource limits: address space (memory bombs fail with MemoryError), processes (fork bombs stop at a few
   dozen), file size (an error, not a kill: SIGXFSZ is ignored), no core dumps;
-- when the grader runs as root: a private mount namespace in which the course's sources, solutions, git
-  history, gradebooks and the submissions folder are covered by empty folders; /tmp, /var/tmp, /dev/shm
-  and the kernel's home are private, size-limited tmpfs that vanish with it; the Python installation, the
-  virtual environment and the data are bound back where a folder above them is closed to other users; then
-  a switch to a user id of the student's own, which checks and reports what it cannot read;
+- when the grader runs as root: private mount, network and IPC namespaces. The kernel sees the system's
+  folders (/usr, /etc, ...) read-only, and an empty folder in place of every other top-level folder (/work,
+  /root, /home, /var, /run, ...) and of the course's sources, solutions, git history, gradebooks and the
+  submissions folder: what the grader creates during a batch (the grade cache, feedback, the CSV) never
+  appears in it. /tmp, /var/tmp and /dev/shm are private, size-limited tmpfs that vanish with it (the only
+  world-writable folders it sees); the Python installation, the virtual environment and the data are bound
+  back, read-only; /proc shows only its own processes; its network namespace has no interface that is up, so
+  it reaches no address (its channel to nbclient is ZMQ over Unix sockets in its own folder); then a switch
+  to a user id of the student's own, which checks and reports what it cannot read;
 - the kernel's working directory and HOME are its own scratch folder; `llmcourse` is imported from a copy
   in which the functions students must write are replaced by stubs.
 
@@ -21,12 +25,16 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import signal
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
 MS_REC, MS_PRIVATE, MS_BIND, MS_RDONLY, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x1000, 0x1, 0x2, 0x4
+MS_NOEXEC, MS_REMOUNT = 0x8, 0x20
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 
@@ -56,19 +64,53 @@ def closed_ancestor(path: str) -> str | None:
 
 
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # shared, world-writable: each kernel gets private ones
+# Top-level folders the kernel sees as they are (read-only where they are folders); every other one (/work,
+# /root, /home, /var, /run, /opt, /mnt, ...) is covered by an empty folder in its namespace.
+SYSTEM_TOPS = ("usr", "etc", "dev", "proc", "sys", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def _outermost(paths) -> list[str]:
+    paths = set(paths)
+    return sorted(p for p in paths if not any(o != p and _inside(p, o) for o in paths))
+
+
+def _world_writable(top: str, skip: tuple[str, ...]) -> list[str]:
+    """World-writable folders under `top` (a small tree such as /dev), except those in `skip`."""
+    found = []
+    for folder, dirs, _ in os.walk(top):
+        for name in dirs:
+            path = os.path.join(folder, name)
+            try:
+                mode = os.lstat(path).st_mode
+                if path not in skip and stat.S_ISDIR(mode) and mode & 0o002:  # not a link (modes 0777)
+                    found.append(path)
+            except OSError:
+                pass
+    return found
+
+
+def _private_proc_options() -> bool:
+    """Whether each mount of /proc has options of its own (Linux 5.8 and later)."""
+    try:
+        return tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (5, 8)
+    except ValueError:
+        return False
+
+
 def isolate(hide: list[str], reach: list[str], kernel_dir: str, scratch_bytes: int) -> str:
-    """In a new private mount namespace: cover each `hide` path with an empty read-only tmpfs; give the kernel
-    private, size-limited /tmp, /var/tmp and /dev/shm; and make every `reach` path (the Python installation,
-    the virtual environment, the data) and the kernel's own folder reachable even where a folder above them
-    is closed to other users, by covering that folder with a tmpfs and binding the paths back into it.
+    """In new private mount, network and IPC namespaces: cover each `hide` path and every top-level folder but
+    the system's (SYSTEM_TOPS) with an empty tmpfs; give the kernel private, size-limited /tmp, /var/tmp and
+    /dev/shm (and cover any other world-writable folder of /dev); bind back, read-only, every `reach` path (the
+    Python installation, the virtual environment, the data) that a cover or a folder closed to other users
+    hides, and the kernel's own folder; make the system's folders read-only; mount a /proc that shows the
+    kernel's user only its own processes (Linux 5.8 and later). The new network namespace's only interface,
+    loopback, stays down: no address can be reached.
     '' on success, else the reason it failed."""
-    if _libc().unshare(CLONE_NEWNS) != 0:
+    if _libc().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC) != 0:
         return f"unshare: {os.strerror(ctypes.get_errno())}"
     try:
         _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
@@ -76,19 +118,35 @@ def isolate(hide: list[str], reach: list[str], kernel_dir: str, scratch_bytes: i
             if os.path.isdir(path):
                 _mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=4k,mode=0555")
         reach = [str(Path(p).resolve()) for p in reach if os.path.isdir(p)]
-        covers = {c for c in map(closed_ancestor, reach) if c} | {d for d in SCRATCH_DIRS if os.path.isdir(d)}
-        covers = sorted(c for c in covers if not any(o != c and _inside(c, o) for o in covers))
-        keep = [p for p in [kernel_dir, *reach] if any(_inside(p, c) for c in covers)]
-        keep = sorted({p for p in keep if not any(o != p and _inside(p, o) for o in keep)})
+        tops = [e.path for e in os.scandir("/") if e.is_dir(follow_symlinks=False) and e.name not in SYSTEM_TOPS]
+        system = [e.path for e in os.scandir("/") if e.is_dir(follow_symlinks=False)
+                  and e.name in SYSTEM_TOPS and e.name not in ("dev", "proc", "sys")]
+        covers = _outermost({c for c in map(closed_ancestor, reach) if c} | set(tops))
+        scratch = [d for d in SCRATCH_DIRS if os.path.isdir(d)]
+        keep = _outermost(p for p in reach if any(_inside(p, c) for c in covers + scratch))
+        keep = [kernel_dir, *(p for p in keep if not _inside(kernel_dir, p))]
         handles = {p: os.open(p, O_PATH) for p in keep}  # they stay reachable through these once covered
+        writable = _world_writable("/dev", tuple(scratch))
+        for top in system:  # read-only: a world-writable folder there cannot take a note
+            _mount(top, top, None, MS_BIND | MS_REC, None)
+            _mount("none", top, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
         for cover in covers:
-            scratch = cover in SCRATCH_DIRS
-            options = f"size={scratch_bytes},mode=1777" if scratch else "size=1m,mode=0755"
+            options = f"size={scratch_bytes},mode=1777" if cover in scratch else "size=1m,mode=0755"
             _mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        for folder in scratch:
+            if folder not in covers:
+                os.makedirs(folder, exist_ok=True)  # /var/tmp inside the covered /var
+                _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_bytes},mode=1777")
+        for folder in writable:  # /dev/mqueue and the like
+            _mount("tmpfs", folder, "tmpfs", MS_RDONLY, "size=4k,mode=0555")
         for path, fd in handles.items():
             os.makedirs(path, exist_ok=True)
             _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+            if path != kernel_dir:
+                _mount("none", path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
             os.close(fd)
+        if _private_proc_options():  # before Linux 5.8 the option would apply to every /proc of the machine
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
     except OSError as err:
         return str(err)
     return ""
@@ -187,6 +245,51 @@ def watch_forks() -> None:
             time.sleep(0.2)
 
     threading.Thread(target=loop, daemon=True, name="llmcourse-fork-watch").start()
+
+
+OWNER = ".owner"  # in a grading scratch folder: "PID START_TIME" of the process that made it
+SCRATCH_PREFIXES = ("llmcourse-kernel-", "llmcourse-grade-")  # the grader's scratch folders in the temp folder
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), None if it is gone: with
+    the pid, names a process even after the pid is reused."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new folder in the temp folder for the grader (`prefix`: one of SCRATCH_PREFIXES), marked with this
+    process, so that a later run can tell it was left behind by a process that died (`sweep_stale`)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    (folder / OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}")
+    return folder
+
+
+def sweep_stale(parent: str | None = None) -> list[str]:
+    """Remove the grader's scratch folders (kernel folders, batch work folders) in the temp folder whose owning
+    process is dead: what a killed worker or batch left. A folder of a live process (another run on this machine),
+    or one without its owner mark (being created, or not made by `scratch_folder`), is left alone. Called when a
+    local batch or a Dask worker prepares an assignment. Returns the folders removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(parent or tempfile.gettempdir()))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not entry.name.startswith(SCRATCH_PREFIXES) or not entry.is_dir(follow_symlinks=False):
+                continue
+            pid, started = Path(entry.path, OWNER).read_text().split()
+            alive = _start_time(int(pid)) == started
+        except (OSError, ValueError):
+            continue
+        if not alive:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
 
 
 def main() -> None:

@@ -6,6 +6,11 @@ its stdin (the grader keeps one such worker per job, so that each student does n
 and nbgrader's imports); `python -m llmcourse.grading.worker COURSE ASSIGNMENT STUDENT TIMEOUT` grades one
 student and ends. Either way each student gets a fresh sandboxed kernel.
 
+The kernel talks to nbclient over ZMQ's `ipc` transport, Unix sockets in the kernel's own folder (LLMCOURSE_KERNEL_IPC):
+in its network namespace it has no network at all. The cases of a test cell (`cases/*.pt`, the hidden inputs) are
+put in the kernel's folder just before that cell runs and removed when it ends (LLMCOURSE_CASES), so no other cell
+can read them.
+
 It runs nbgrader's Execute step as `TracedExecute`, which writes, before each cell, which cell starts (to the
 file named by LLMCOURSE_PROGRESS), and which keeps the notebook when the kernel dies: the grader then knows
 where a kernel died (and can tell a notebook that kills its kernel from a machine that failed to start one),
@@ -22,6 +27,7 @@ _STARTED = time.time()  # noqa: E402  (before the imports, for LLMCOURSE_GRADING
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -40,6 +46,9 @@ KERNEL_NAME = "llmcourse-sandbox"
 PROGRESS_ENV = "LLMCOURSE_PROGRESS"
 KERNEL_DIED = "KernelDied"
 _STUDENT = ""  # the student this worker grades, for `mark`
+IPC_ENV = "LLMCOURSE_KERNEL_IPC"  # the path prefix of the kernel's ZMQ sockets (in its own folder)
+CASES_ENV = "LLMCOURSE_CASES"  # a JSON file: {"from": folder, "to": kernel's cases folder, "cells": {grade_id: [file]}}
+IOPUB_TIMEOUT = 60  # seconds a cell's outputs may lag behind its reply
 TIMES_ENV = "LLMCOURSE_GRADING_TIMES"  # a file: where each student's grading spends its time (for benchmarks)
 
 
@@ -64,17 +73,40 @@ def _progress(**event) -> None:
             f.write(json.dumps(event) + "\n")
 
 
+def stage_cases(grade_id: str | None) -> None:
+    """Leave in the kernel's cases folder exactly the case files of test cell `grade_id` (none for another cell,
+    or None): a cell sees the hidden inputs of no test but its own, and only while it runs."""
+    if not os.environ.get(CASES_ENV):
+        return
+    plan = json.loads(Path(os.environ[CASES_ENV]).read_text())
+    to = Path(plan["to"])
+    wanted = plan["cells"].get(grade_id, []) if grade_id else []
+    for old in os.scandir(to):
+        if old.name not in wanted:
+            os.unlink(old.path)
+    for name in wanted:
+        if not (to / name).exists():
+            shutil.copyfile(Path(plan["from"]) / name, to / f".{name}")
+            os.chmod(to / f".{name}", 0o644)
+            os.replace(to / f".{name}", to / name)
+
+
 class TracedExecute(Execute):
-    """nbgrader's Execute, telling the grader which cell runs, and keeping what ran when the kernel dies."""
+    """nbgrader's Execute, telling the grader which cell runs, keeping what ran when the kernel dies, and handing
+    each test cell its cases while it runs."""
 
     def preprocess_cell(self, cell, resources, index):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if cell.cell_type == "code" and cell.source.strip():
             if self._running is None:
                 mark(_STUDENT, "kernel started")
-            _progress(event="cell", index=index, digest=cell_digest(cell.source),
-                      grade_id=cell.metadata.get("nbgrader", {}).get("grade_id"))
+            _progress(event="cell", index=index, digest=cell_digest(cell.source), grade_id=grade_id)
             self._running = cell
-        return super().preprocess_cell(cell, resources, index)
+        stage_cases(grade_id if cell.cell_type == "code" else None)
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        finally:
+            stage_cases(None)
 
     def preprocess(self, nb, resources=None, km=None):
         self._running = None
@@ -104,6 +136,12 @@ def autograde_worker(course: str, assignment: str, student: str, cell_timeout: s
                        cell_timeout=int(cell_timeout))
     from nbgrader.converters import Autograde
 
+    if os.environ.get(IPC_ENV):  # no TCP: the kernel has no network
+        api.config.KernelManager.transport = "ipc"
+        api.config.KernelManager.ip = os.environ[IPC_ENV]
+    # After a cell's reply, its last outputs may come seconds later on a loaded machine (the kernel's IOPub thread
+    # waits for a core): nbclient's 4 s default then failed the instructor's set-up cell.
+    api.config.Execute.iopub_timeout = IOPUB_TIMEOUT
     steps = Autograde.class_traits()["autograde_preprocessors"].default()
     api.config.Autograde.autograde_preprocessors = [TracedExecute if s is Execute else s for s in steps]
     result = api.autograde(assignment, student, force=True)
