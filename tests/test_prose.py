@@ -66,6 +66,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("07_scaling", "174.6"): "Brown et al. 2020, Appendix D: GPT-3's parameters in its compute table",
     ("07_scaling", "3.14"): "Brown et al. 2020, Appendix D: GPT-3's training compute, 3.14e23 FLOPs",
     ("07_scaling", "1.4"): "Hoffmann et al. 2022 (Chinchilla) and Touvron et al. 2023, Table 2: 1.4T tokens",
+    **{("07_scaling", e): "Brown et al. 2020, Table 2.2: epochs elapsed over each dataset in GPT-3's 300B tokens"
+       for e in ["2.9", "1.9", "3.4", "0.44", "0.43"]},
     # conclusion
     ("conclusion", "40%"): "Kosinski 2023 (March preprint): davinci-001's share of the false-belief tasks",
     ("conclusion", "90%"): "Kosinski 2023 (March preprint): davinci-003's share of the false-belief tasks",

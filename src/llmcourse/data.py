@@ -237,14 +237,21 @@ def _smollm2_cache_dir() -> Path:
 
 def _smollm2_write_cache(folder: Path, cache: Path) -> None:
     """Dequantise the GGUF file once (about 15 s) and save float32 weights (safetensors), config and tokenizer."""
+    from unittest import mock
+
     import torch
+    import tqdm
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader
 
     tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with contextlib.redirect_stderr(io.StringIO()):  # transformers' GGUF reader shows a tqdm bar nothing turns off
+    # transformers' GGUF reader shows a tqdm bar that nothing turns off: in a notebook it is a widget, which the
+    # book cannot render (an empty output box), elsewhere it goes to stderr
+    quiet = functools.partial(tqdm.std.tqdm, disable=True)
+    with contextlib.redirect_stderr(io.StringIO()), mock.patch.object(gguf_reader, "tqdm", quiet):
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the saved weights are plain float32
