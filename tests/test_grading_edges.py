@@ -431,5 +431,6 @@ def test_limits_count_the_students_cpu_time_not_the_machines_load(tmp_path):
     assert _full(slow), f"{slow.status}: {slow.message} (the batch took {took:.0f} s)"
     for cell in ["test_train", "test_train_hidden"]:
         assert endless.cells[cell][0] == 0, endless.cells
-    assert "longer than 12 s of CPU time" in endless.message, endless.message
+    # stopped by its CPU time, or, if the machine is so busy that it cannot get 12 s of CPU in 60 s, by the clock
+    assert "CellTimeoutError: the cell ran longer than 12 s" in endless.message, endless.message
     assert endless.score == endless.max_score - 3, "the other cells must keep their points"

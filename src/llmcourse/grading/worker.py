@@ -73,14 +73,29 @@ def _progress(**event) -> None:
             f.write(json.dumps(event) + "\n")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and of the children it has waited for."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
+def _stat(pid) -> list[bytes]:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rpartition(b")")[2].split()
+
+
+def _cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """CPU time (user + system) of a process and of the children it has waited for; with `descendants`, also of
+    the processes below it that still run (a kernel the sandbox started as a child, a student's subprocesses)."""
+    children, cpu = {}, {}
+    for name in os.listdir("/proc") if descendants else [str(pid)]:
+        if name.isdigit():
+            try:
+                fields = _stat(name)
+                children.setdefault(int(fields[1]), []).append(int(name))
+                cpu[int(name)] = sum(int(x) for x in fields[11:15])
+            except (OSError, ValueError, IndexError):
+                continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0)
+        todo += children.get(p, []) if descendants else []
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _cut_text(text: str, limit: int) -> str:
@@ -148,13 +163,19 @@ class TracedExecute(Execute):
         return super().output(outs, msg, display_id, cell_index)
 
     def _watch(self) -> None:
-        """Interrupt the running cell when its kernel has used its CPU limit, or the notebook its own."""
-        while not self._done.wait(0.5):
+        """Interrupt the running cell when its kernel has used its CPU limit, or the notebook its own. The kernel's
+        own process is read every second, the processes below it every 5 s (a scan of /proc)."""
+        tick, below = 0, 0.0
+        while not self._done.wait(1.0):
             process = getattr(getattr(self.km, "provisioner", None), "process", None)
             cell = self._running
             if process is None or cell is None or self._cell_cpu_start is None:
                 continue
-            used = _cpu_seconds(process.pid)
+            own = _cpu_seconds(process.pid, descendants=False)
+            if tick % 5 == 0:
+                below = _cpu_seconds(process.pid) - own
+            tick += 1
+            used = own + below
             over_cell = self.timeout and used - self._cell_cpu_start > self.timeout
             over_notebook = self._notebook_cpu and used > self._notebook_cpu
             if (over_cell or over_notebook) and self._interrupted is not cell:
@@ -241,8 +262,9 @@ def autograde_worker(course: str, assignment: str, student: str, cell_timeout: s
     from nbgrader.converters import Autograde
 
     wall = int(cell_timeout) * WALL_FACTOR
-    waited = (f"the cell ran longer than {wall} s of wall-clock time and was stopped (its limit is {cell_timeout} s "
-              "of CPU time: it waited, for input or in sleep, or the machine was overloaded)")
+    waited = (f"the cell ran longer than {cell_timeout} s (its limit) and was stopped: {wall} s passed on the clock "
+              f"before it had used {cell_timeout} s of CPU time (it waited, in sleep or for input, or the machine "
+              "was overloaded)")
     api.config.Execute.error_on_timeout = {"ename": "CellTimeoutError", "evalue": waited,
                                            "traceback": [f"CellTimeoutError: {waited}"]}
     steps = Autograde.class_traits()["autograde_preprocessors"].default()
