@@ -434,3 +434,37 @@ def test_limits_count_the_students_cpu_time_not_the_machines_load(tmp_path):
     # stopped by its CPU time, or, if the machine is so busy that it cannot get 12 s of CPU in 60 s, by the clock
     assert "CellTimeoutError: the cell ran longer than 12 s" in endless.message, endless.message
     assert endless.score == endless.max_score - 3, "the other cells must keep their points"
+
+
+def test_a_page_made_from_any_notebook_is_safe_and_bounded():
+    """`feedback_page` alone (no grading): dangerous outputs as a kernel could send them, huge outputs and
+    6,000 cells give a page with no script of its own, a few MiB at most, and a "truncated" line."""
+    from llmcourse.grading import feedback, judge
+
+    source = _solution()
+    verdicts = judge.judge(judge.test_cells(source), {})
+    out = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell("print(1)")
+    cell.outputs = [out("display_data", data={"text/html": '<img src=x onerror="alert(1)"><script>alert(2)</script>',
+                                              "application/javascript": "alert(3)"}),
+                    out("display_data", data={"image/svg+xml": "<svg onload='alert(4)'><script>alert(5)</script></svg>"}),
+                    out("display_data", data={"image/png": '" onerror="alert(6)'}),
+                    out("display_data", data={"image/png": "iVBORw0KGgo="},
+                        metadata={"image/png": {"width": '1" onerror="alert(7)'}}),
+                    out("stream", name="stdout", text="x" * 5 * MIB),
+                    out("error", ename="ValueError", evalue="e" * 5 * MIB, traceback=["t" * MIB])]
+    many = [nbformat.from_dict({"cell_type": "code", "id": f"c{i}", "metadata": {}, "source": f"print({i})",
+                                "execution_count": None,
+                                "outputs": [{"output_type": "stream", "name": "stdout", "text": "y" * 100}]})
+            for i in range(6_000)]  # more than a page shows (3,000)
+    nb = _solution()
+    nb.cells[2:2] = [cell, *many]
+    page = feedback.feedback_page(nb, verdicts, SOLUTION.name)
+    body = page.split("</head>", 1)[1]
+    parser = _Tags()
+    parser.feed(body)
+    assert not {tag for tag, _ in parser.tags} & {"script", "svg", "iframe"}
+    assert not [a for _, attrs in parser.tags for a in attrs if a.startswith("on")]
+    assert len(page) < 8 * MIB and "truncated" in _text(body)
+    assert "cells not shown" in _text(body)
+    assert "check_sinusoidal_positions" in _text(body), "the test cells after the cut must still be shown"

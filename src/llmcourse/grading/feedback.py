@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import html as htmlmod
+import importlib.util
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ from llmcourse.grading.course import HIDDEN_BEGIN, MAX_OUTPUT_CHARS
 MAX_SOURCE_CHARS = 20_000  # of one cell's source, shown on a feedback page
 MAX_IMAGE_CHARS = 1_500_000  # of one image (base64), shown on a feedback page
 PAGE_BUDGET = 3_000_000  # characters of sources and outputs per page; further cells and outputs are cut
+CELL_COST = 1_000  # what a cell costs of PAGE_BUDGET besides its text (its markup): 3,000 cells at most
 MAX_PAGE_CHARS = 8_000_000  # of a rendered page's body, cut beyond (with a "truncated" line)
 
 
@@ -60,7 +62,7 @@ class FeedbackFilter(Preprocessor):
         if len(cell.source) > MAX_SOURCE_CHARS:
             cut = f"[cell cut: {len(cell.source):,} characters in all, the first {MAX_SOURCE_CHARS:,} shown]"
             cell.source = cell.source[:MAX_SOURCE_CHARS] + ("\n# " if cell.cell_type == "code" else "\n\n") + cut
-        self.budget -= len(cell.source)
+        self.budget -= len(cell.source) + CELL_COST
         if cell.cell_type != "code":
             cell.pop("attachments", None)  # attachment: images would be one more way in; the text stays
             return cell, resources
@@ -76,6 +78,11 @@ class FeedbackFilter(Preprocessor):
                                             "feedback page reached its size limit]"))
                 break
             out = safe_output(out)
+            last = outputs[-1] if outputs else None
+            if out.output_type == "stream" and last and last.output_type == "stream" and last.name == out.name:
+                self.budget += _size(last)  # one print that reached the kernel's output in pieces: one block
+                last.text = _cut(last.text + out.text)
+                out = outputs.pop()
             self.budget -= _size(out)
             outputs.append(out)
         cell.outputs = outputs
@@ -260,7 +267,7 @@ def feedback_page(nb, verdicts, name: str) -> str:
     return secure_page(html, title)
 
 
-_NBGRADER_TEMPLATES = Path(__import__("importlib").util.find_spec("nbgrader").origin).parent / "server_extensions" / "formgrader"
+_NBGRADER_TEMPLATES = Path(importlib.util.find_spec("nbgrader").origin).parent / "server_extensions" / "formgrader"
 _FEEDBACK_TEMPLATE = dict(  # what nbgrader's GenerateFeedback sets, without its app
     template_name="feedback", extra_template_basedirs=[str(_NBGRADER_TEMPLATES / "templates")],
     extra_template_paths=[str(_NBGRADER_TEMPLATES / "static" / "node_modules" / "bootstrap" / "dist" / "css")],
