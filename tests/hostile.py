@@ -135,13 +135,13 @@ if os.geteuid() == 0:  # as root, each kernel has private, size-limited scratch 
 
 FILE_CASES = {
     # name: (files to write, expected status prefix)
-    "empty_file": ({"work.ipynb": b""}, "unreadable notebook"),
-    "not_json": ({"work.ipynb": b"this is not a notebook"}, "unreadable notebook"),
+    "empty_file": ({"work.ipynb": b""}, "not graded: unreadable notebook"),
+    "not_json": ({"work.ipynb": b"this is not a notebook"}, "not graded: unreadable notebook"),
     "other_assignment": ({"work.ipynb": nbformat.writes(nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("print('hello')", metadata={"nbgrader": {"grade_id": "other", "solution": True}})
-    ])).encode()}, "not a 01_tokens notebook"),
-    "two_notebooks": ({"a.ipynb": b"{}", "b.ipynb": b"{}"}, "several notebooks"),
-    "no_notebook": ({"notes.txt": b"I forgot"}, "no notebook"),
+    ])).encode()}, "not graded: not a 01_tokens notebook"),
+    "two_notebooks": ({"a.ipynb": b"{}", "b.ipynb": b"{}"}, "not graded: several notebooks"),
+    "no_notebook": ({"notes.txt": b"I forgot"}, "not graded: no notebook"),
 }
 
 LINK_CASES = {

@@ -206,7 +206,7 @@ def test_a_cluster_that_loses_a_worker_grades_as_this_machine_does(tmp_path):
     by_student = {r.student: r for r in rows}
     assert by_student[killed["student"]].clean, by_student[killed["student"]]  # graded again, by the other worker
     assert by_student["ada"].score == by_student["ada"].max_score and by_student["bo"].score == 0
-    assert by_student["fay"].status.startswith("unreadable notebook")
+    assert by_student["fay"].status.startswith("not graded: unreadable notebook")
     assert sorted(p.name for p in (tmp_path / "cluster" / "fb").glob("*.html")) == \
         sorted(p.name for p in (tmp_path / "local" / "fb").glob("*.html")) == [f"{s}.html" for s in local_graded(local)]
 

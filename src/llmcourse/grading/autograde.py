@@ -37,10 +37,11 @@ from llmcourse.checks.core import case_key
 from llmcourse.data import DATA_DIR
 from llmcourse.grading import judge
 from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
-from llmcourse.grading.feedback import MATHJAX_CDN, MATHJAX_LOCAL, copy_mathjax, fallback_feedback, write_feedback
+from llmcourse.grading.feedback import copy_mathjax, fallback_feedback, feedback_page
 from llmcourse.grading.sandbox import scratch_folder, sweep_stale
 from llmcourse.grading.stubs import build_stubbed_package
-from llmcourse.grading.worker import CASES_ENV, IPC_ENV, KERNEL_NAME, PROGRESS_ENV, TIMES_ENV, cell_digest, mark
+from llmcourse.grading.worker import (CASES_ENV, FAULT_ENV, IPC_ENV, KERNEL_NAME, NOTEBOOK_CPU_ENV, PROGRESS_ENV,
+                                      TIMES_ENV, WALL_FACTOR, cell_digest, mark)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Row:
     def csv_row(self) -> dict:
         row = {k: v for k, v in asdict(self).items() if k in CSV_COLUMNS}
         row["score"] = "" if self.score is None else self.score
+        row["student"] = os.fsencode(self.student).decode("utf-8", errors="replace")
         return row
 
     @classmethod
@@ -81,8 +83,9 @@ class Row:
 @dataclass
 class Limits:
     """What one student's notebook may use while it is graded."""
-    cell_timeout: int = CELL_TIMEOUT        # seconds per cell, then the cell is interrupted
-    student_timeout: int = 600              # seconds for the whole notebook, then the student's grading stops
+    cell_timeout: int = CELL_TIMEOUT        # seconds of CPU time per cell, then the cell is interrupted
+    student_timeout: int = 600              # seconds of CPU time for the whole notebook, then its grading stops
+    # (and WALL_FACTOR times each in wall-clock time: a cell that sleeps or waits is stopped too)
     memory_bytes: int = 4 * 2**30           # address space of the kernel (and of each process it starts)
     max_processes: int = 64                 # processes the kernel may run at once
     max_file_bytes: int = 256 * 2**20       # largest file the kernel may write
@@ -90,7 +93,7 @@ class Limits:
 
     def described(self) -> str:
         return (f"memory {self.memory_bytes / 2**30:g} GiB, files {self.max_file_bytes // 2**20} MiB, "
-                f"{self.max_processes} processes, {self.cell_timeout} s a cell")
+                f"{self.max_processes} processes, {self.cell_timeout} s of CPU time a cell")
 
 
 class GradingEnvironmentError(RuntimeError):
@@ -99,13 +102,25 @@ class GradingEnvironmentError(RuntimeError):
 
 UID_BASE = 200_000  # when grading as root, kernels run as users UID_BASE and above (no such accounts needed)
 UID_BLOCK = 100_000  # each grading run draws its own block of user ids, so runs at the same time never share one
-_NBGRADER_LOCK = threading.Lock()  # nbgrader's apps capture logging globally: one feedback run at a time
+NB_STUDENT = "student"  # the student's id in nbgrader's layout of each private course folder (whatever the folder)
 BATCH = ".batch"  # the name under which `mark` records the batch's own stages (a name no student folder has)
 CANARY = ".canary"  # the instructor's solution, graded first through the same path (a name no student folder has)
 ATTEMPTS = 3  # runs of one notebook at most, when its kernel dies or cannot start
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # a larger "notebook" is not read
 HIDDEN_FAILED = "hidden tests failed"  # all a hidden test cell ever says, in the CSV, the row and the report
 KERNEL_PYTHON = sys.executable  # the interpreter of the grading kernels (tests point it elsewhere)
+# Tests only: {student folder name: how many of its first runs get a failing set-up cell}. A fault injected by the
+# grader into the worker's request (never reachable from a kernel), to prove that the instructor's cells are retried.
+INJECT_SETUP_FAULTS: dict[str, int] = {}
+_FAULTS_LOCK = threading.Lock()
+
+
+def _take_fault(student: str) -> str:
+    with _FAULTS_LOCK:
+        if INJECT_SETUP_FAULTS.get(student, 0) > 0:
+            INJECT_SETUP_FAULTS[student] -= 1
+            return "setup"
+    return ""
 
 
 def grade(submissions: Path, assignment: str, out: Path | None = None, feedback: Path | None = None,
@@ -159,11 +174,26 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
         feedback.mkdir(parents=True, exist_ok=True)
         for row, html in results:
             if html:
-                page = MATHJAX_CDN.sub(lambda _: MATHJAX_LOCAL, html)
-                (feedback / f"{row.student}.html").write_text(page, encoding="utf-8")
+                (feedback / feedback_name(row.student)).write_text(html, encoding="utf-8")
         copy_mathjax(feedback / "mathjax")
     mark(BATCH, "written")
     return rows
+
+
+def shown_name(student: str) -> str:
+    """A student folder's name as text (the CSV, the report, the terminal): bytes that are not UTF-8 (kept by
+    Python as surrogates) become U+FFFD."""
+    return os.fsencode(student).decode("utf-8", errors="replace")
+
+
+def feedback_name(student: str) -> str:
+    """The file name of a student's feedback page: `<folder name>.html`, or, for a name that is not UTF-8 or
+    too long for a file name with `.html`, its first characters and a hash of the whole name."""
+    raw = os.fsencode(student)
+    if shown_name(student) == student and len(raw) <= 240:
+        return f"{student}.html"
+    short = shown_name(student).encode("utf-8")[:120].decode("utf-8", errors="ignore").replace("\ufffd", "_")
+    return f"{short}-{hashlib.sha256(raw).hexdigest()[:12]}.html"
 
 
 def _grade_here(students: list[Path], batch: dict, hide: list[Path], jobs: int | None,
@@ -383,10 +413,8 @@ def look_up(folder: Path, s: dict) -> tuple[Row, bytes | None, tuple[Row, str | 
     graded, or the cached grade and feedback of this very notebook (unless `force`)."""
     row = Row(folder.name, s["assignment"], max_score=sum(c.points for c in s["cells"]))
     data, _, problem = _find_notebook(folder)
-    if data is None:
-        row.status = problem
-        if problem.startswith("not graded"):
-            row.score = None
+    if data is None:  # not graded: the score is empty, never 0
+        row.status, row.score = problem if problem.startswith("not graded") else f"not graded: {problem}", None
         return row, None, (row, None)
     key, cached = _cache_entry(row.student, data, s)
     if not s["force"] and cached.exists():
@@ -399,7 +427,7 @@ def look_up(folder: Path, s: dict) -> tuple[Row, bytes | None, tuple[Row, str | 
 def _cache_entry(student: str, data: bytes, s: dict) -> tuple[str, Path]:
     """The key of a notebook's grade (the notebook and the batch's version) and the file that keeps it."""
     key = hashlib.sha256(s["version"].encode() + data).hexdigest()
-    return key, s["cache"] / f"{hashlib.sha256(student.encode()).hexdigest()[:16]}.json"
+    return key, s["cache"] / f"{hashlib.sha256(os.fsencode(student)).hexdigest()[:16]}.json"
 
 
 def autograde_safely(student: str, index: int, data: bytes, row: Row, s: dict) -> tuple[Row, str | None]:
@@ -432,12 +460,16 @@ class Attempt:
     output: str             # the tail of the kernel's stdout/stderr and the worker's stderr
     events: list[dict]      # TracedExecute's progress: cells started, then finished / died / start-failed
     student_ran: bool       # some cell that is not the instructor's had started
+    instructor_error: str = ""  # an instructor's cell that uses no student code stopped with an error: what it said
 
     @property
     def kind(self) -> str:
-        """ok, timeout, died (after student code ran) or machine (could not start, or died in set-up code)."""
+        """ok, timeout, died (after student code ran), instructor (an instructor's cell that runs no student code
+        failed: the machine's fault, as the canary passed) or machine (could not start, or died in set-up code)."""
         if self.stopped.startswith("stopped after"):
             return "timeout"
+        if self.instructor_error:
+            return "instructor"
         last = self.events[-1]["event"] if self.events else ""
         if last == "finished" and not self.stopped:
             return "ok"
@@ -463,16 +495,22 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
     assignment, limits, source = s["assignment"], s["limits"], s["source"]
     mark(student, "start")
     submitted = nbformat.reads(data.decode("utf-8", errors="replace"), as_version=4)
+    problem = malformed(submitted)
+    if problem:
+        row.score, row.status = None, f"not graded: the notebook is malformed: {problem}"[:700]
+        return row, None
+    repair_metadata(submitted, s)
     ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in submitted.cells}
     expected = {c.metadata["nbgrader"]["grade_id"] for c in s["source_nb"].cells
                 if c.metadata.get("nbgrader", {}).get("solution")}
     if not ids & expected:
-        row.status = f"not a {assignment} notebook: none of its answer cells is there (another assignment?)"
+        row.score = None
+        row.status = f"not graded: not a {assignment} notebook: none of its answer cells is there (another assignment?)"
         return row, None
     restored = restore_locked_cells(submitted, s["source_nb"])
     course = s["work"] / "students" / f"s{index}"
     shutil.copytree(s["template"], course, ignore=shutil.ignore_patterns("release"))
-    target = course / "submitted" / student / assignment / source.name
+    target = course / "submitted" / NB_STUDENT / assignment / source.name
     target.parent.mkdir(parents=True)
     target.write_bytes(nbformat.writes(restored).encode())
     mark(student, "course folder copied")
@@ -487,7 +525,11 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
                                                _without_noise(final.output)]))[-4000:]
     if not _settled(attempts):
         row.score = None
-        if final.kind == "machine":
+        if final.kind == "instructor":
+            row.status = (f"not graded: an instructor's cell that runs no student code failed on each of "
+                          f"{len(attempts)} runs, the machine's fault (the canary passed); regrade with --force. "
+                          f"Its error: {final.instructor_error}")[:700]
+        elif final.kind == "machine":
             lines = _without_noise(final.output).splitlines()
             said = next((x for x in lines if x.startswith("llmcourse sandbox:")), None) or next(
                 (x for x in reversed(lines) if "Error" in x and "NbGraderException" not in x), None) or (
@@ -502,7 +544,7 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
         return row, None
     verdicts = judge.judge(s["cells"], final.records, s["cases"])
     mark(student, "judged")
-    autograded = course / "autograded" / student / assignment / source.name
+    autograded = course / "autograded" / NB_STUDENT / assignment / source.name
     if autograded.exists():
         _explain_unchecked(verdicts, nbformat.read(autograded, as_version=4))
     row.cells = {v.grade_id: (v.score, v.points) for v in verdicts}
@@ -522,18 +564,86 @@ def _autograde(student: str, index: int, data: bytes, row: Row, s: dict) -> tupl
         row.status = "graded, but nbgrader wrote no notebook"
     if final.notes:
         row.status += f" ({final.notes})"
-    with _NBGRADER_LOCK:
-        mark(student, "waited for the feedback lock")
-        html = (write_feedback(course, student, assignment, source.name, autograded, verdicts) if autograded.exists()
-                else None) or fallback_feedback(restored, s["source_nb"], verdicts)
+    mark(student, "waited for the feedback lock")  # there is none any more: each page is made on its own
+    html = (feedback_page(nbformat.read(autograded, as_version=4), verdicts, source.name) if autograded.exists()
+            else fallback_feedback(restored, s["source_nb"], verdicts))
     mark(student, "feedback written")
     return row, html
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def malformed(nb) -> str:
+    """What makes a notebook impossible to grade safely, said so that the student can fix it; '' if nothing.
+    Outputs are cleared here (grading runs the notebook afresh)."""
+    owners: dict[str, int] = {}
+    if not isinstance(nb.get("cells"), list):
+        return "it has no list of cells"
+    for i, cell in enumerate(nb.cells, 1):
+        if not isinstance(cell, dict):
+            return f"cell {i} is not a cell (a {type(cell).__name__})"
+        kind = cell.get("cell_type")
+        if kind not in ("code", "markdown", "raw"):
+            return (f"cell {i} has the cell type {str(kind)[:40]!r}; a cell is code, markdown or raw "
+                    "(copy your work into a new cell, or a new notebook)")
+        if not isinstance(cell.get("source"), str) or not isinstance(cell.get("metadata"), dict):
+            return f"cell {i} has no text (source) or no metadata that Jupyter can read"
+        bad = _SURROGATE.search(cell.source)
+        if bad:
+            line = cell.source.count("\n", 0, bad.start()) + 1
+            return (f"cell {i}, line {line} holds a lone surrogate (U+{ord(bad.group()):04X}), a broken character "
+                    "that is not text: retype that line")
+        if kind == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+        meta = cell.metadata.get("nbgrader")
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        if isinstance(grade_id, str) and (meta.get("solution") or meta.get("grade") or meta.get("locked")):
+            if grade_id in owners:
+                return (f"cells {owners[grade_id]} and {i} both have grade_id {grade_id[:80]!r}: a copied cell keeps "
+                        "the grading metadata of its original; delete the copy (or paste its code into a new cell)")
+            owners[grade_id] = i
+    try:
+        nbformat.writes(nb).encode("utf-8")
+    except UnicodeEncodeError:
+        return "its metadata holds a lone surrogate, a broken character that is not text"
+    except Exception as err:  # noqa: BLE001  (anything nbformat cannot write)
+        return f"nbformat cannot write it back ({type(err).__name__}: {str(err)[:200]})"
+    return ""
+
+
+_RELEASED: dict[str, dict] = {}
+
+
+def repair_metadata(nb, s: dict) -> None:
+    """Grading metadata the student's editor broke, mended where that is safe (the points come only from the
+    instructor's source, never from this metadata): a cell whose nbgrader metadata is not a mapping, has no
+    grade_id, or one the assignment does not have, becomes an ordinary cell; a known cell whose flags or points
+    are of the wrong type gets the released notebook's metadata back."""
+    path = s["template"] / "release" / s["assignment"] / s["source"].name
+    if str(path) not in _RELEASED:
+        released = nbformat.read(path, as_version=4) if path.exists() else s["source_nb"]
+        _RELEASED[str(path)] = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"] for c in released.cells
+                                if isinstance(c.metadata.get("nbgrader"), dict) and "grade_id" in c.metadata.nbgrader}
+    known = _RELEASED[str(path)]
+    for cell in nb.cells:
+        if "nbgrader" not in cell.metadata:
+            continue
+        meta = cell.metadata["nbgrader"]
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        if not isinstance(grade_id, str) or grade_id not in known:
+            del cell.metadata["nbgrader"]
+            continue
+        flags_ok = all(isinstance(meta.get(k, False), bool) for k in ("grade", "solution", "locked", "task"))
+        points = meta.get("points", 0)
+        if not flags_ok or isinstance(points, bool) or not isinstance(points, (int, float)):
+            cell.metadata["nbgrader"] = copy.deepcopy(known[grade_id])
 
 
 def _setup_errors(course: Path, student: str, s: dict) -> str:
     """Errors in the instructor's own cells that are not tests (the set-up): a machine fault when the
     instructor's solution is graded (a package that cannot be imported, data that cannot be read)."""
-    autograded = course / "autograded" / student / s["assignment"] / s["source"].name
+    autograded = course / "autograded" / NB_STUDENT / s["assignment"] / s["source"].name
     if not autograded.exists():
         return ""
     lines = []
@@ -570,7 +680,8 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
     try:
         _prepare_kernel(kernel_dir, course, s, uid)
         mark(student, "kernel folder prepared")
-        stopped, worker_err = _run_worker(course, s["assignment"], student, kernel_dir, s["limits"], progress)
+        stopped, worker_err = _run_worker(course, s["assignment"], student, kernel_dir, s["limits"], progress,
+                                          _take_fault(student))
         mark(student, "worker ended")
         _kill_leftovers(uid, kernel_dir)
         records = judge.read_records(kernel_dir / "records.jsonl")
@@ -588,7 +699,63 @@ def _run_once(course: Path, student: str, uid: int | None, s: dict) -> Attempt:
             except ValueError:
                 pass
     ran = any(e["event"] == "cell" and e.get("digest") not in s["locked"] for e in events)
-    return Attempt(stopped, records, notes, output, events, ran)
+    if not stopped and any(e["event"] == "cpu-limit" for e in events):
+        stopped = f"stopped after {s['limits'].student_timeout} s of CPU time (the notebook's time limit)"
+    return Attempt(stopped, records, notes, output, events, ran, _instructor_error(course, s))
+
+
+def _instructor_error(course: Path, s: dict) -> str:
+    """The first error (a failure, a time limit, an interrupt) in an instructor's locked cell that runs no code
+    of the student's (`instructor_only`), in this run's autograded notebook: '' if none."""
+    autograded = course / "autograded" / NB_STUDENT / s["assignment"] / s["source"].name
+    ours = instructor_only(s["source_nb"])
+    try:
+        nb = nbformat.read(autograded, as_version=4)
+    except Exception:  # no notebook: the worker's own failure says why
+        return ""
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader")
+        if cell.cell_type != "code" or not isinstance(meta, dict) or meta.get("grade_id") not in ours:
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error" and out.get("ename") != "KernelDied":
+                return f"cell {i + 1} ({meta['grade_id']}) stopped with {out.get('ename')}: {out.get('evalue')}"[:500]
+    return ""
+
+
+_INSTRUCTOR_ONLY: dict[int, set[str]] = {}
+
+
+def instructor_only(source_nb) -> set[str]:
+    """The grade_ids of the locked cells that are not tests and use no name that a student's answer cell defines
+    (the set-up, a demo of the data): when one of them fails, the machine failed, not the student."""
+    key = id(source_nb)
+    if key not in _INSTRUCTOR_ONLY:
+        import ast
+
+        answers, found = set(), set()
+        for cell in source_nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and meta.get("solution"):
+                try:
+                    answers |= {n.id for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Name)
+                                and isinstance(n.ctx, ast.Store)}
+                    answers |= {n.name for n in ast.walk(ast.parse(cell.source))
+                                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+                except SyntaxError:
+                    pass
+        for cell in source_nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type != "code" or not meta.get("locked") or meta.get("grade"):
+                continue
+            try:
+                used = {n.id for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Name)}
+            except SyntaxError:
+                continue
+            if not used & answers:
+                found.add(meta["grade_id"])
+        _INSTRUCTOR_ONLY[key] = found
+    return _INSTRUCTOR_ONLY[key]
 
 
 def _kernel_output(path: Path) -> str:
@@ -663,22 +830,26 @@ def _prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) ->
 
 
 def _run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, limits: Limits,
-                progress: Path) -> tuple[str, str]:
-    """nbgrader autograde of one student, by a worker process of the pool (`Worker`), with a wall-clock limit.
+                progress: Path, fault: str = "") -> tuple[str, str]:
+    """nbgrader autograde of one student, by a worker process of the pool (`Worker`), with a CPU-time limit for
+    the notebook (kept by the worker) and a wall-clock limit WALL_FACTOR times as long. `fault`: tests only.
     Returns ('' or what went wrong, the tail of the worker's stderr)."""
     log = course / "worker-log.txt"  # a file, not a pipe: nothing the worker prints can fill our memory
     log.touch(mode=0o600)
-    request = {"args": [str(course), assignment, student, str(limits.cell_timeout)], "log": str(log),
+    request = {"args": [str(course), assignment, NB_STUDENT, str(limits.cell_timeout)], "log": str(log),
+               "mark": student,
                "env": {"JUPYTER_PATH": str(course / "jupyter"), "JUPYTER_RUNTIME_DIR": str(course / "runtime"),
                        PROGRESS_ENV: str(progress), TIMES_ENV: os.environ.get(TIMES_ENV, ""),
-                       IPC_ENV: str(kernel_dir / "ipc" / "k"), CASES_ENV: str(course / "cases.json")}}
+                       IPC_ENV: str(kernel_dir / "ipc" / "k"), CASES_ENV: str(course / "cases.json"),
+                       NOTEBOOK_CPU_ENV: str(limits.student_timeout), FAULT_ENV: fault}}
     worker = Worker.take()
     stopped = ""
     try:
-        rc = worker.ask(request, limits.student_timeout)
+        rc = worker.ask(request, limits.student_timeout * WALL_FACTOR)
     except TimeoutError:
         rc = None
-        stopped = f"stopped after {limits.student_timeout} s (the notebook's time limit)"
+        stopped = (f"stopped after {limits.student_timeout * WALL_FACTOR} s of wall-clock time (the notebook's time "
+                   f"limit: {limits.student_timeout} s of CPU time, and {WALL_FACTOR} times that in all)")
     err = _tail(log, 20_000)
     finished = '"finished"' in _tail(progress, 200)
     if rc == 0 and finished:
@@ -847,11 +1018,11 @@ def write_csv(rows: list[Row], path: Path) -> None:
 def summary(rows: list[Row]) -> str:
     """A plain-text table of the grades, for the terminal, with a closing line of totals. A row that is not
     cleanly graded (not graded at all, a kernel that died, a time limit) needs the instructor."""
-    width = max([len(r.student) for r in rows] + [7])
+    width = max([len(shown_name(r.student)) for r in rows] + [7])
     lines = [f"{'student':<{width}}  {'score':>11}  status"]
     for r in rows:
         score = "—" if r.score is None else f"{r.score:g}"
-        lines.append(f"{r.student:<{width}}  {score:>5} / {r.max_score:<3g}  {r.status}")
+        lines.append(f"{shown_name(r.student):<{width}}  {score:>5} / {r.max_score:<3g}  {r.status}")
     graded = [r for r in rows if r.score is not None and r.status.startswith("graded")]
     clean = [r for r in rows if r.clean]
     mean = sum(r.score for r in graded) / len(graded) if graded else 0.0

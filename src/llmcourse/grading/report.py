@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import csv
 import html
 import io
@@ -113,7 +114,12 @@ def build(rows: list, assignment: str, tests: list | None = None, feedback: Path
           base: Path | None = None, limits=None, csv_path: Path | None = None) -> dict:
     """The report's data (what report.json holds): `rows` from `grade` (or its cache); `tests` the
     assignment's test cells (for the functions they check; else only cell names); `feedback` the folder of
-    feedback pages, linked relative to `base`, the report's folder; `limits` the Limits graded under."""
+    feedback pages, linked relative to `base`, the report's folder; `limits` the Limits graded under.
+    A folder name that is not UTF-8 is shown with U+FFFD for its odd bytes."""
+    from llmcourse.grading.autograde import feedback_name, shown_name
+
+    pages = {shown_name(r.student): feedback_name(r.student) for r in rows}
+    rows = [r if shown_name(r.student) == r.student else _renamed(r, shown_name(r.student)) for r in rows]
     graded = [r for r in rows if r.score is not None and r.status.startswith("graded")]
     scores = [r.score for r in graded]
     max_score = max((r.max_score for r in rows), default=0.0)
@@ -131,7 +137,7 @@ def build(rows: list, assignment: str, tests: list | None = None, feedback: Path
         "problems": _problems(rows),
         "cells": cells,
         "functions": _functions(cells),
-        "students": [_student(r, feedback, base) for r in sorted(rows, key=lambda r: r.student)],
+        "students": [_student(r, feedback, base, pages.get(r.student)) for r in sorted(rows, key=lambda r: r.student)],
     }
 
 
@@ -201,8 +207,14 @@ def time_limit_hit(row) -> str | None:
     return None
 
 
-def _student(row, feedback: Path | None, base: Path | None) -> dict:
-    page = Path(feedback) / f"{row.student}.html" if feedback else None
+def _renamed(row, name: str):
+    row = copy.copy(row)
+    row.student = name
+    return row
+
+
+def _student(row, feedback: Path | None, base: Path | None, page_name: str | None = None) -> dict:
+    page = Path(feedback) / (page_name or f"{row.student}.html") if feedback else None
     link = None
     if page is not None and page.is_file():
         link = quote(Path(os.path.relpath(page.resolve(), Path(base or Path.cwd()).resolve())).as_posix())
