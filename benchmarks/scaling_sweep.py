@@ -4,7 +4,9 @@ validation losses, then the fitted exponents beside Kaplan et al.'s (2020).
 
     .venv/bin/python benchmarks/scaling_sweep.py             # the book's sweep (about 2-3 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/scaling_sweep.py --cached    # the same, read from the book's cache if it is there
-    .venv/bin/python benchmarks/scaling_sweep.py --full      # 9 sizes (36x to 1,000x), 8x more characters each
+    .venv/bin/python benchmarks/scaling_sweep.py --full      # 9 sizes (36x to 1,000x), 8x more characters each,
+                                                             # and an isoFLOP study on budgets 1,000x larger
+    .venv/bin/python benchmarks/scaling_sweep.py --isoflop   # the book's isoFLOP study, read from the package
 
 It runs on the GPU when torch.cuda.is_available() (or `--device cpu|cuda`). `--full` on a 2-core CPU takes hours:
 it is meant for a GPU. Not part of the tests.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from llmcourse import data, scaling, sweep, train
@@ -31,6 +34,31 @@ SMOKE = dict(sizes=((1, 8), (1, 16)), iters=4, data_size=(1, 8), data_steps=(2, 
              warmup=1)
 FULL = dict(sizes=((2, 16), (2, 24), (2, 32), (2, 48), (2, 64), (2, 96), (4, 128), (4, 192), (6, 256)),
             iters=4800, data_size=(4, 128), data_steps=(300, 600, 1200, 2400, 4800, 9600))
+
+
+# The isoFLOP study of chapter 07 moved up 330x to 10,000x in compute (the book's runs 3e10 to 1e11 FLOPs): the
+# compute-optimal size grows about as sqrt(C), so the widths move up with the budget. Hours on a GPU.
+FULL_ISOFLOP = dict(grid=((1e13, (32, 48, 64, 96, 128)), (3e13, (48, 64, 96, 128, 192)),
+                          (1e14, (64, 96, 128, 192, 256)), (3e14, (96, 128, 192, 256, 384))))
+
+
+def isoflop_table(result: dict) -> dict:
+    """Each budget's runs, the bottom of its parabola in log N, and the exponents of N* and D* against C."""
+    budgets = sorted({r["budget"] for r in result["runs"]})
+    optima = []
+    for c in budgets:
+        rows = [r for r in result["runs"] if r["budget"] == c]
+        for r in rows:
+            print(f"C {c:8.0e}  d_model {r['d_model']:>4}  N {r['non_embedding']:>10,}  steps {r['iters']:>8,}"
+                  f"  val loss {r['val_loss']:.3f}  {r['seconds']:8.1f} s")
+        n_opt, loss_opt, _ = scaling.isoflop_minimum([r["non_embedding"] for r in rows],
+                                                     [r["val_loss"] for r in rows])
+        optima.append(n_opt)
+        print(f"C {c:8.0e}  bottom of the parabola: N* = {n_opt:,.0f}, loss {loss_opt:.3f}")
+    a = float(np.polyfit(np.log(budgets), np.log(optima), 1)[0])
+    print(f"N* ~ C^{a:.2f}, D* ~ C^{1 - a:.2f}; Hoffmann et al. 2022 (approach 2): "
+          f"{scaling.HOFFMANN_ISOFLOP['a']}, {scaling.HOFFMANN_ISOFLOP['b']}")
+    return {"a": a, "b": 1 - a}
 
 
 def table(result: dict) -> None:
@@ -97,11 +125,20 @@ def main() -> None:
     parser.add_argument("--cached", action="store_true", help="read (or write) the book's cache")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="two tiny models: checks that the benchmark runs")
+    parser.add_argument("--isoflop", action="store_true", help="only the book's isoFLOP study, as shipped")
     args = parser.parse_args()
+    if args.isoflop:
+        isoflop_table(data.shipped_result(sweep.run_isoflop)["result"])
+        return
     started = time.perf_counter()
     result = sweep_result(args.smoke, args.full, args.cached, args.device)
     print(f"device {result['device']}, {torch.__version__}; wall time {time.perf_counter() - started:.0f} s")
     table(result)
+    if args.full:
+        started = time.perf_counter()
+        iso = sweep.run_isoflop(progress=True, device=args.device, cache=False, **FULL_ISOFLOP)
+        print(f"isoFLOP study, device {iso['device']}: wall time {time.perf_counter() - started:.0f} s")
+        isoflop_table(iso)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,52 @@ def test_non_embedding_params_leave_out_the_embeddings_and_count_tied_weights_on
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     assert sweep.non_embedding_params(model) == total - model.tok.weight.numel() - model.pos.weight.numel()
     assert abs(sweep.non_embedding_params(model) - 12 * 2 * 32 ** 2) < 0.1 * 12 * 2 * 32 ** 2   # Kaplan's 12 L d^2
+
+
+# --- the isoFLOP study (chapter 07): the parabola, the step count, the result shipped in llmcourse/toys/ ------
+
+def test_isoflop_minimum_finds_the_bottom_of_a_parabola_in_log_n():
+    n = np.geomspace(1e4, 1e6, 5)
+    loss = 2.0 + 0.3 * (np.log(n) - np.log(7e4)) ** 2
+    n_opt, l_opt, coef = scaling.isoflop_minimum(n, loss)
+    assert n_opt == pytest.approx(7e4, rel=1e-8) and l_opt == pytest.approx(2.0, abs=1e-9)
+    assert coef[0] == pytest.approx(0.3)
+    n_none, l_none, _ = scaling.isoflop_minimum(n, 3.0 - 0.1 * np.log(n) ** 2)   # opens downwards: no bottom
+    assert math.isnan(n_none) and math.isnan(l_none)
+
+
+def test_besiroglu_refit_gives_exponents_near_one_half():
+    b = scaling.BESIROGLU
+    a = b["beta"] / (b["alpha"] + b["beta"])
+    assert 0.5 < a < 0.52 and scaling.HOFFMANN_ISOFLOP["a"] + scaling.HOFFMANN_ISOFLOP["b"] == pytest.approx(1)
+
+
+def test_isoflop_jobs_spend_each_budget():
+    from llmcourse import sweep, train
+
+    cfg = sweep.IsoFlopConfig()
+    jobs = sweep.isoflop_jobs(cfg, vocab=83)
+    assert len(jobs) == sum(len(widths) for _, widths in cfg.grid)
+    for budget, run in jobs:
+        n = sweep.non_embedding_params(train.build_model(83, run))
+        spent = 6 * n * run.iters * cfg.batch * cfg.block
+        assert spent == pytest.approx(budget, rel=0.01), (budget, run.d_model, run.iters)
+        assert run.eval_interval == run.iters and run.warmup <= max(1, run.iters // 10)
+
+
+def test_shipped_isoflop_result_is_fresh_and_reproduced():
+    """The study ships as llmcourse/toys/sweep.run_isoflop.json, keyed like the cache by llmcourse.sweep's source
+    and the config; rerunning its cheapest run here (seeded, one thread) gives the same loss."""
+    from llmcourse import data, sweep
+
+    fix = "rerun it with `PYTHONPATH=src python -m llmcourse.sweep` (about 15 CPU-minutes) and commit the file"
+    shipped = data.shipped_result(sweep.run_isoflop)
+    config = shipped["config"]
+    assert shipped["key"] == data.cache_key(sweep.run_isoflop, config), f"the isoFLOP result is stale: {fix}"
+    runs = shipped["result"]["runs"]
+    assert len(runs) == len(sweep.isoflop_jobs(sweep.IsoFlopConfig(**config), vocab=83)) >= 15
+    cheapest = min(range(len(runs)), key=lambda i: runs[i]["iters"] * runs[i]["non_embedding"] ** 0.5)
+    again = sweep.run_isoflop(progress=False, only=cheapest, cache=False, **config)["runs"][0]
+    for field in ("budget", "d_model", "iters", "non_embedding", "tokens"):
+        assert again[field] == runs[cheapest][field], field
+    assert again["val_loss"] == pytest.approx(runs[cheapest]["val_loss"], abs=1e-6), f"{fix}"

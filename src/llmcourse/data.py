@@ -361,6 +361,34 @@ def shipped(fn: Callable, **config: Any) -> dict:
     return torch.load(path, weights_only=True)
 
 
+def result_path(fn: Callable) -> Path:
+    """Where the result of `fn` ships: llmcourse/toys/<module>.<function>.json (`sweep.run_isoflop` ->
+    toys/sweep.run_isoflop.json)."""
+    fn = inspect.unwrap(fn)
+    return TOYS_DIR / f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__qualname__}.json"
+
+
+def ship_result(fn: Callable, **config: Any) -> Path:
+    """Save `cached(fn, **config)` (computed if not cached), a JSON-able result of numbers, into the package:
+    {"key": `cache_key(fn, config)`, "config": config, "result": ...}, for `shipped_result`. For studies too long
+    for the book's build (chapter 07's isoFLOP grid); a test reruns part of it and compares."""
+    result = cached(fn, **config)
+    path = result_path(fn)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"key": cache_key(fn, config), "config": config, "result": result}
+    path.write_text(json.dumps(blob, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def shipped_result(fn: Callable) -> dict:
+    """What `ship_result(fn, ...)` saved with the package: {"key", "config", "result"}; read instantly, offline."""
+    path = result_path(fn)
+    if not path.exists():
+        raise MissingAsset(f"{path} is missing: run `python -m {inspect.unwrap(fn).__module__}` in the course's "
+                           "repository to compute and save it.")
+    return json.loads(path.read_text())
+
+
 SHIPPED = ["ioi", "facts"]  # modules whose `train(**CHAPTER_CONFIG)` ships: exercises 03 and 04 open these models
 
 

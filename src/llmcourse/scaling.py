@@ -23,6 +23,11 @@ KAPLAN = {"N_c": 8.8e13, "alpha_N": 0.076, "D_c": 5.4e13, "alpha_D": 0.095}
 # per token of MassiveText, N = parameters, D = training tokens.
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
+# Compute-optimal exponents N* ~ C^a, D* ~ C^b: Hoffmann et al. 2022, Table 3 (approach 2, isoFLOP profiles), and
+# the refit of their approach 3 by Besiroglu et al. 2024 (E 1.82, A 482.01, B 2085.43, alpha 0.3478, beta 0.3658).
+HOFFMANN_ISOFLOP = {"a": 0.49, "b": 0.51}
+BESIROGLU = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+
 
 def _floats(x) -> np.ndarray:
     """Any 1-D sequence of numbers (list, numpy array, torch tensor) as a float64 numpy array."""
@@ -111,3 +116,19 @@ def compute_optimal(C, A: float = CHINCHILLA["A"], B: float = CHINCHILLA["B"], a
     n_opt = G * budget ** (beta / (alpha + beta))
     d_opt = budget ** (alpha / (alpha + beta)) / G
     return (float(n_opt), float(d_opt)) if n_opt.ndim == 0 else (n_opt, d_opt)
+
+
+def isoflop_minimum(n, loss) -> tuple[float, float, np.ndarray]:
+    """The bottom of one isoFLOP profile (Hoffmann et al. 2022, approach 2): a parabola in log N through the losses
+    of several sizes trained on the same budget, loss = c2 (ln N)^2 + c1 ln N + c0 (least squares).
+
+    n, loss: 1-D sequences of one length (at least 3). Returns (N at the bottom, the parabola's loss there, its
+    coefficients (c2, c1, c0)); (nan, nan, coefficients) when the parabola opens downwards (no bottom).
+    Explained in chapter 07_scaling.
+    """
+    ln = np.log(_floats(n))
+    coef = np.polyfit(ln, _floats(loss), 2)
+    if coef[0] <= 0:
+        return math.nan, math.nan, coef
+    x = -coef[1] / (2 * coef[0])
+    return float(math.exp(x)), float(np.polyval(coef, x)), coef

