@@ -127,8 +127,9 @@ class Check:
         seed = args[self.seeded]
         if not same_plain(first, again):
             fail(f"`{self.name}` gave two different results for the same seed ({seed}): its randomness does not "
-                 "come from its `seed` argument alone. Draw every random number from one `torch.Generator().manual_seed(seed)`"
-                 " (pass `generator=` to torch.randint / torch.multinomial / torch.randperm), not from torch's "
+                 "come from its `seed` argument alone. Draw every random number from one "
+                 "`torch.Generator().manual_seed(seed)` (pass `generator=` to torch.randint / torch.multinomial / "
+                 "torch.randperm), not from torch's "
                  "global generator.")
         if same_plain(first, other):
             fail(f"`{self.name}` gave the same result for seed {seed} and seed {seed + 1}: the `seed` argument is "
