@@ -286,8 +286,9 @@ def test_huge_outputs_are_cut_and_the_grader_stays_small(edges):
     assert sizes[-1] < 4 * MIB
     print(f"largest page {sizes[-1] / MIB:.2f} MiB, grader {edges['out']['rss_self'] / 2**30:.2f} GiB, "
           f"largest worker or kernel {edges['out']['rss_children'] / 2**30:.2f} GiB")
-    # about 0.35 GiB each for 11 students on this machine; the huge outputs once took the grader to 3.6 GiB
-    assert edges["out"]["rss_self"] < 1.5 * 2**30, f"grader: {edges['out']['rss_self'] / 2**30:.2f} GiB"
+    # about 0.35 GiB each for 11 students on this machine, the grader 1.9 GiB in a clean-clone run (its torch and
+    # judge included); the huge outputs once took the grader to 3.6 GiB
+    assert edges["out"]["rss_self"] < 2.5 * 2**30, f"grader: {edges['out']['rss_self'] / 2**30:.2f} GiB"
     assert edges["out"]["rss_children"] < 1.5 * 2**30, f"a worker: {edges['out']['rss_children'] / 2**30:.2f} GiB"
 
 
