@@ -145,6 +145,10 @@ def execute_missing(root: Path = ROOT, jobs: int | None = None, log=print) -> bo
     expected = {page: times.get(names[page], FIRST_GUESS.get(page.stem, NEW_CHAPTER_GUESS)) for page in pages}
     pages.sort(key=expected.get, reverse=True)
     jobs = max(1, min(jobs or usable_cores(), len(pages)))
+    # Matplotlib's font cache, built here once: a kernel that builds it (a fresh machine, or fonts just installed)
+    # prints "Matplotlib is building the font cache" to stderr, which the render counts as a warning, an error.
+    import matplotlib.font_manager  # noqa: F401
+
     log(f"executing {len(pages)} page(s), {jobs} at a time: {', '.join(p.stem for p in pages)}")
     started, failed = time.perf_counter(), []
     # spawn, not fork: the workers start without this process's open cache database and threads

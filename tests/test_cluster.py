@@ -63,8 +63,9 @@ class LocalCluster:
     def wait_for(self, workers: int) -> None:
         from distributed import Client
 
-        with Client(self.address, timeout=60) as client:
-            client.wait_for_workers(workers, timeout=120)
+        # generous: on a busy machine (the book building beside the suite) a worker takes minutes to import
+        with Client(self.address, timeout=600) as client:
+            client.wait_for_workers(workers, timeout=900)
 
     def descendants(self, name: str) -> list[psutil.Process]:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import pickle
 
 import pytest
 import torch
@@ -30,13 +32,55 @@ def test_shipped_weights_are_not_stale(module):
 
 @pytest.mark.parametrize("module", SHIPPED, ids=data.SHIPPED)
 def test_retraining_reproduces_the_shipped_weights(module):
-    """Training is seeded and single-threaded: the chapter's run (cached, else trained here: a minute or two)."""
+    """Training is seeded and single-threaded: trained here (a minute or two; not read from a cache)."""
     saved = data.shipped(module.train, **module.CHAPTER_CONFIG)
-    trained = data.cached(module.train, **module.CHAPTER_CONFIG)
+    trained = module.train(**module.CHAPTER_CONFIG)
     assert saved["config"] == trained["config"]
     assert saved["state"].keys() == trained["state"].keys()
     for name, tensor in trained["state"].items():
         assert torch.equal(saved["state"][name], tensor), f"weights {name} differ from a fresh training run: {FIX}"
+
+
+SHIPPED_CACHE = data.shipped_cache_entries()
+FIX_CACHE = ("build the book (`make book`), then rewrite the shipped cache with `PYTHONPATH=src python -m "
+             "llmcourse.data --ship-cache` and commit llmcourse/toys/cache/")
+
+
+def test_the_shipped_cache_holds_the_books_longest_computations():
+    shipped = {note["fn"] for _, note in SHIPPED_CACHE}
+    assert shipped == set(data.SHIP_CACHE), (
+        f"the shipped cache lacks {sorted(set(data.SHIP_CACHE) - shipped)} and holds {sorted(shipped - set(data.SHIP_CACHE))} "
+        f"beyond data.SHIP_CACHE: {FIX_CACHE}")
+    sizes = {pkl.name: pkl.stat().st_size for pkl, _ in SHIPPED_CACHE}
+    assert max(sizes.values()) < 600 * 1024 and sum(sizes.values()) < 3 * 1024 * 1024, sizes
+
+
+@pytest.mark.parametrize("entry", SHIPPED_CACHE, ids=[pkl.stem.split("-")[0] for pkl, _ in SHIPPED_CACHE])
+def test_the_shipped_cache_is_not_stale(entry):
+    """An entry is read only under its key (module source and config): a stale one would make the book compute
+    it again, slowly. A changed module means new entries."""
+    pkl, note = entry
+    assert data.is_fresh(note, pkl.stem), f"{pkl.name} was computed by another version of {note['fn']}: {FIX_CACHE}"
+
+
+def test_the_cache_reads_a_shipped_entry_under_its_key_only(tmp_path, monkeypatch):
+    """`cached` reads the shipped entry of fn(**config) and computes anything else (another config, or a module
+    that changed since: its key differs)."""
+    calls = []
+
+    def square(x):
+        calls.append(x)
+        return x * x
+
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(data, "SHIPPED_CACHE", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    name = data.cache_name(square, {"x": 3})
+    (tmp_path / "shipped" / f"{name}.pkl").write_bytes(pickle.dumps("from the shipped cache"))
+    assert data.cached(square, x=3) == "from the shipped cache" and calls == []
+    assert data.cached(square, x=4) == 16 and calls == [4]
+    assert json.loads((tmp_path / "cache" / f"{name}.json").read_text()) == {
+        "fn": f"{square.__module__}.{square.__qualname__}", "config": {"x": 3}}
 
 
 def test_ioi_toy_finds_its_name_mover_by_looking_and_by_ablation():

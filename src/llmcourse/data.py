@@ -307,11 +307,34 @@ def cache_key(fn: Callable, config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Results of the book's longest computations (the SmolLM2 experiments, the toys' training runs) ship with the
+# package, keyed exactly like the cache: an entry is used only while the function's module and the config are
+# unchanged, so editing the code makes the book compute afresh (and `tests/test_toys.py` fails until the entries
+# are rewritten with `python -m llmcourse.data --ship-cache` after a build).
+SHIPPED_CACHE = TOYS_DIR / "cache"
+SHIP_CACHE = [  # the functions whose results ship (each entry a few KiB, the toys' runs a few hundred)
+    "llmcourse.facts.train", "llmcourse.facts.erasure_survey", "llmcourse.facts.erasure_curve",
+    "llmcourse.ioi.train", "llmcourse.probes.smollm2_trace", "llmcourse.probes.smollm2_erasure",
+    "llmcourse.probes.smollm2_answers", "llmcourse.probes.smollm2_lens", "llmcourse.probes.answer_steps",
+    "llmcourse.probes.smollm2_video_heads", "llmcourse.generate.continuations", "llmcourse.sweep.run_sweep",
+    "llmcourse.tokens.shakespeare_bpe",
+]
+
+
+def cache_name(fn: Callable, config: dict[str, Any]) -> str:
+    """The file name (without suffix) of `fn(**config)`'s result in the cache and the shipped cache."""
+    return f"{fn.__module__}.{fn.__qualname__}-{cache_key(fn, config)}"
+
+
 def cached(fn: Callable, **config: Any) -> Any:
-    """`fn(**config)`, computed once and then read from CACHE_DIR (pickle), keyed by `cache_key`."""
-    path = CACHE_DIR / f"{fn.__module__}.{fn.__qualname__}-{cache_key(fn, config)}.pkl"
-    if path.exists():
-        return pickle.loads(path.read_bytes())
+    """`fn(**config)`, computed once and then read from CACHE_DIR (pickle), keyed by `cache_key`; read from the
+    entries shipped with the package (SHIPPED_CACHE) when they hold it under the same key."""
+    name = cache_name(fn, config)
+    path, shipped_copy = CACHE_DIR / f"{name}.pkl", SHIPPED_CACHE / f"{name}.pkl"
+    for found in (path, shipped_copy):
+        if found.exists():
+            _remember(name, fn, config)
+            return pickle.loads(found.read_bytes())
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:  # a second process asking meanwhile waits, then reads
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -321,7 +344,49 @@ def cached(fn: Callable, **config: Any) -> Any:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(pickle.dumps(result))
         tmp.replace(path)
+    _remember(name, fn, config)
     return result
+
+
+def _remember(name: str, fn: Callable, config: dict[str, Any]) -> None:
+    """Write beside the cache what `name` holds ({"fn", "config"}), for `ship_cache`; never fails the caller."""
+    note = CACHE_DIR / f"{name}.json"
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        if not note.exists():
+            note.parent.mkdir(parents=True, exist_ok=True)
+            tmp = note.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"fn": f"{fn.__module__}.{fn.__qualname__}", "config": config}, default=str))
+            tmp.replace(note)
+
+
+def shipped_cache_entries() -> list[tuple[Path, dict]]:
+    """The shipped cache: (pickle, its note {"fn", "config"}) for each entry."""
+    return [(pkl, json.loads(pkl.with_suffix(".json").read_text())) for pkl in sorted(SHIPPED_CACHE.glob("*.pkl"))]
+
+
+def is_fresh(note: dict, name: str) -> bool:
+    """Whether the entry `name` (a cache_name) is what `cached` asks for now: same key for its fn and config."""
+    module, qualname = note["fn"].rsplit(".", 1)
+    fn = getattr(importlib.import_module(module), qualname)
+    return cache_name(fn, note["config"]) == name
+
+
+def ship_cache() -> list[Path]:
+    """Copy into SHIPPED_CACHE the fresh cache entries of SHIP_CACHE's functions (run after building the book),
+    and remove the shipped entries that are no longer fresh."""
+    written = []
+    SHIPPED_CACHE.mkdir(parents=True, exist_ok=True)
+    for pkl, note in shipped_cache_entries():
+        if not is_fresh(note, pkl.stem):
+            pkl.unlink()
+            pkl.with_suffix(".json").unlink()
+    for note_path in sorted(CACHE_DIR.glob("*.json")):
+        note, pkl = json.loads(note_path.read_text()), note_path.with_suffix(".pkl")
+        if note["fn"] in SHIP_CACHE and pkl.exists() and is_fresh(note, pkl.stem):
+            for source in (pkl, note_path):
+                shutil.copyfile(source, SHIPPED_CACHE / source.name)
+            written.append(SHIPPED_CACHE / pkl.name)
+    return written
 
 
 # --- trained weights shipped with the package ---------------------------------------------------------------
@@ -399,5 +464,7 @@ def ship_all() -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written in ship_all():
+    import sys
+
+    for written in ship_cache() if sys.argv[1:] == ["--ship-cache"] else ship_all():
         print(f"wrote {written} ({written.stat().st_size / 1024:.0f} KiB)")
