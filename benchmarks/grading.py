@@ -1,7 +1,7 @@
 """`llmcourse grade` beside plain `jupyter nbconvert --execute` on the same notebooks: the sandbox's overhead.
 
 N copies of a student-like submission of an assignment (the released notebook with each answer cell filled
-with the instructor's solution) are graded by `llmcourse.grading.autograde.grade(..., jobs=2, force=True)` with
+with the instructor's solution) are graded by `llmcourse.grading.pipeline.grade(..., jobs=2, force=True)` with
 a throwaway cache, feedback pages included; the same N notebooks, as the grading kernel runs them (the
 instructor's test cells put back, hidden tests included), are executed by `jupyter nbconvert --to notebook
 --execute`, two at a time, with the same Python. Reports seconds per submission of each, wall-clock and
@@ -43,7 +43,7 @@ import nbformat
 
 from common import Result, table
 
-from llmcourse.grading import autograde
+from llmcourse.grading import autograde, pipeline
 from llmcourse.grading.course import REPO
 from llmcourse.grading.worker import TIMES_ENV
 
@@ -93,7 +93,7 @@ def grade_batch(assignment: str, n: int, work: Path) -> tuple[float, float, list
         (subs / f"student{i:02d}").mkdir(parents=True)
         nbformat.write(nb, subs / f"student{i:02d}" / f"{assignment}.ipynb")
     cpu, started = _cpu(), time.perf_counter()
-    rows = autograde.grade(subs, assignment, out=work / "grades.csv", feedback=work / "feedback", jobs=JOBS,
+    rows = pipeline.grade(subs, assignment, out=work / "grades.csv", feedback=work / "feedback", jobs=JOBS,
                            force=True, cache=work / "cache", progress=False)
     wall, cpu = time.perf_counter() - started, _cpu() - cpu
     bad = [r for r in rows if not (r.clean and r.score == r.max_score)]

@@ -1,10 +1,10 @@
 """The instructor's half of llmcourse: release exercises, grade submissions, and what grading needs.
 
-One module per verb: `course` (where things are, nbgrader settings), `release`, `autograde` (`llmcourse
-grade`), `cluster` (the same grading on a Dask cluster's workers: `--scheduler`), `judge` (the trusted comparison
-outside the kernel), `sandbox` (the student's kernel), `stubs` (llmcourse with the graded functions stubbed),
-`feedback`. The checks that test cells call live beside it
-in `llmcourse.checks`.
+One module per verb: `course` (where things are, nbgrader settings), `release`, `pipeline` (`llmcourse grade`:
+find the submissions, grade each with an executor, write), `autograde` (the executor of this machine: a sandboxed
+kernel per student, several at once), `cluster` (the executor of a Dask cluster's workers: `--scheduler`),
+`judge` (the trusted comparison outside the kernel), `sandbox` (the student's kernel), `stubs` (llmcourse with
+the graded functions stubbed), `feedback`. The checks that test cells call live beside it in `llmcourse.checks`.
 
 Explained in: README.md, sections "Authors", "Instructors: grading" and "How grading works".
 """
@@ -18,8 +18,9 @@ from llmcourse.grading.course import CSV_COLUMNS, REPO, assignments, configure  
 from llmcourse.grading.release import release  # noqa: E402,F401 (a function named as its module: bound here)
 
 _EXPORTS = {
-    "autograde": ["UID_BASE", "GradingEnvironmentError", "Limits", "Row", "grade", "restore_locked_cells", "summary",
+    "autograde": ["UID_BASE", "GradingEnvironmentError", "Limits", "Row", "restore_locked_cells", "summary",
                   "write_csv"],
+    "pipeline": ["grade"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["CSV_COLUMNS", "REPO", "assignments", "configure", "release", *sorted(_WHERE)]

@@ -3,7 +3,7 @@
 The coordinator (the instructor's `llmcourse grade`) reads the submissions, answers what the cache already knows,
 and sends each other student's notebook, as bytes, to the cluster with the batch's assignment, limits and the
 course version it expects. A worker grades it with its own installation of the course, which must be the same:
-it prepares the batch once per process (template, cases, stubbed package, as `autograde.grade` does), grades the
+it prepares the batch once per process (template, cases, stubbed package, as a local run does), grades the
 instructor's solution first (the canary, on every worker, since the workers are the machines that grade), then runs
 the same per-student function as a local run (`autograde.autograde_safely`: sandboxed kernel, limits, judging
 outside the kernel) and sends back the row and the feedback page. The coordinator writes the CSV, the feedback and
