@@ -10,10 +10,11 @@ The wheel is llmcourse as students need it: the modules with graded functions ha
 write (and every helper that would write it for them) replaced by a stub, as in the grading kernel
 (`llmcourse.grading.stubs`); the checks, data loaders and toy worlds are whole. The checks still work because
 the stubs replay what the references returned for the visible cases (`llmcourse.grading.replay`), recorded here
-by running each visible check call of the released notebooks (with the instructor's answer and with several wrong
-ones, so that the diagnoses work too: `wrong_answers`). From the instructor's machinery only `course`, `check` (`llmcourse check`, the
-kit's one command) and `replay` are in it. Hidden tests are never run here: the released notebooks hold none.
-Where a chapter prints a stubbed function's code, the kit's copy of the book shows a note instead.
+by running each visible check call of the released notebooks (with the instructor's answer and with several
+wrong ones, so that the diagnoses work too: `wrong_answers`). From the instructor's machinery only `course`,
+`check` (`llmcourse check`, the kit's one command) and `replay` are in it. Hidden tests are never run here: the
+released notebooks hold none. Where a chapter prints a stubbed function's code, the kit's copy of the book shows
+a note instead.
 
 Explained in: README.md, section "Teaching a class".
 """
