@@ -41,11 +41,6 @@ GENERIC_LINES = {"loss.backward()", "model.zero_grad()", "optimizer.zero_grad()"
                  "losses.append(loss.item())", "gen = torch.Generator().manual_seed(seed)",
                  "for _ in range(steps):"}
 
-KIT_CANNOT_SAY_MORE = {"03_attention name_mover_ignores_subject test_find_name_mover",
-                       "03_attention name_mover_reads_a_column test_find_name_mover",
-                       "07_scaling optimal_forward_only test_compute_optimal",
-                       "07_scaling optimal_n_and_d_swapped test_compute_optimal"}
-
 SHARED_LINES = {
     # (the checks' diagnoses are stubs in the kit, issue 29: no line of theirs is shared any more)
     "if mask is not None:": ("llmcourse/attention.py", "book/03_attention.html"),
@@ -356,12 +351,6 @@ def test_planted_mistakes_get_the_same_messages_in_the_kit(venv, tmp_path):
     kit = json.loads((tmp_path / "kit.json").read_text())
     assert len(repo) > 20 and all(m != "passed" for m in repo.values())
     differ = {k: (repo[k], kit.get(k)) for k in repo if kit.get(k) != repo[k]}
-    # Known gap (issue 29, open): for these planted mistakes the kit's replay of `_name_mover_mistakes` and
-    # `_allocation` has no record of the input, so the kit says only that the answer is wrong. Listed by name, so
-    # that any other difference, or another message for these, still fails.
-    for key in KIT_CANNOT_SAY_MORE:
-        if key in differ and "the course kit cannot say more" in str(differ[key][1]):
-            del differ[key]
     assert not differ, "\n".join(f"{k}:\n  repo: {r[:200]}\n  kit:  {str(m)[:200]}" for k, (r, m) in differ.items())
 
 
@@ -456,3 +445,20 @@ def test_kit_readme_installs_the_weights_exercise_08_reads(kit):
     repository's requirements.txt gives it."""
     assert f"# data: {kitmod.KIT_DATA}" in (REPO / "requirements.txt").read_text()
     assert f".venv/bin/pip install --no-deps {kitmod.KIT_DATA}" in (kit / "README.md").read_text()
+
+
+def test_wrong_answers_reach_the_diagnoses():
+    """The kit records the diagnoses by judging wrong answers (`kit.wrong_answers`): they must get past a
+    comparison's tolerance and range checks, which one wrong answer (every number + 1) did not: a float of 1e10
+    moved by 1 is within a relative tolerance, and the head (1, 3) of a model of 2 layers of 4 heads moved to
+    (2, 4) is no head at all, so the comparison stopped before its diagnoses (issue 29)."""
+    import numpy as np
+
+    optimum = np.array([2.5e10, 1.3e12])
+    for answer in kitmod.wrong_answers(optimum):
+        assert answer.shape == optimum.shape and answer.dtype == optimum.dtype
+    assert any(not np.allclose(a, optimum, rtol=1e-2) for a in kitmod.wrong_answers(optimum))
+    for head in [(0, 0), (1, 3), (0, 3), (1, 0)]:
+        valid = [a for a in kitmod.wrong_answers(head) if a != head and 0 <= a[0] < 2 and 0 <= a[1] < 4]
+        assert valid and all(type(a) is tuple for a in valid), head
+    assert kitmod.wrong_answers({"a": [1, 2.0], "b": True})[0] == kitmod.wrong({"a": [1, 2.0], "b": True})

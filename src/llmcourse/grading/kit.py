@@ -10,10 +10,11 @@ The wheel is llmcourse as students need it: the modules with graded functions ha
 write (and every helper that would write it for them) replaced by a stub, as in the grading kernel
 (`llmcourse.grading.stubs`); the checks, data loaders and toy worlds are whole. The checks still work because
 the stubs replay what the references returned for the visible cases (`llmcourse.grading.replay`), recorded here
-by running each visible check call of the released notebooks (with the reference's answer and with a wrong one,
-so that the diagnoses work too). From the instructor's machinery only `course`, `check` (`llmcourse check`, the
-kit's one command) and `replay` are in it. Hidden tests are never run here: the released notebooks hold none.
-Where a chapter prints a stubbed function's code, the kit's copy of the book shows a note instead.
+by running each visible check call of the released notebooks (with the instructor's answer and with several
+wrong ones, so that the diagnoses work too: `wrong_answers`). From the instructor's machinery only `course`,
+`check` (`llmcourse check`, the kit's one command) and `replay` are in it. Hidden tests are never run here: the
+released notebooks hold none. Where a chapter prints a stubbed function's code, the kit's copy of the book shows
+a note instead.
 
 Explained in: README.md, section "Teaching a class".
 """
@@ -188,11 +189,65 @@ def _record(notebooks: dict[str, Path], stubbed: dict[str, list[str]]) -> dict[s
                     with replay.not_recorded():
                         plain = check.run(answer, args)
                     check.judge_case(args, plain)
-                    try:  # a wrong answer too, so that the diagnoses' own reference calls are recorded
-                        check.judge_case(args, check.replain(wrong(plain)))
-                    except Exception:  # CheckFailed, as intended, or a diagnosis that cannot read this answer
-                        pass
+                    for mistake in wrong_answers(plain):  # so that the diagnoses' own calls are recorded too
+                        try:
+                            check.judge_case(args, check.replain(mistake))
+                        except Exception:  # CheckFailed, as intended, or a diagnosis that cannot read this answer
+                            pass
     return tables
+
+
+def wrong_answers(plain) -> list:
+    """Wrong answers of the same shape as the plain output `plain`, for recording the diagnoses. A comparison
+    may stop before its diagnoses for some wrong answers: when the answer is within its tolerance (a float moved
+    by 1 in 1e23), or out of the range the task allows (a head index one past the last). So several are tried:
+    `wrong(plain)`, every number moved up and down far enough for any relative tolerance, and only the first or
+    only the last item moved (of a (layer, head) pair one of these is another valid head)."""
+    import pickle
+
+    answers, seen = [], set()
+    for answer in [wrong(plain), *(moved(plain, step, part) for step in (1, -1) for part in ("all", "first", "last"))]:
+        try:
+            key = pickle.dumps(answer)
+        except Exception:
+            key = repr(answer).encode()
+        if key not in seen:
+            seen.add(key)
+            answers.append(answer)
+    return answers
+
+
+def moved(plain, step: int, part: str = "all"):
+    """`plain` with its numbers moved by `step` (integers by 1, floats x by step * (1 + |x|), booleans negated),
+    in all of it (`part` "all") or only in its first or last item ("first", "last")."""
+    import numpy as np
+
+    if isinstance(plain, np.ndarray):
+        if plain.dtype == bool:
+            new = ~plain
+        elif np.issubdtype(plain.dtype, np.integer):
+            new = plain + step
+        else:
+            new = plain + step * (1 + np.abs(plain))
+        if part != "all" and plain.size:
+            index = 0 if part == "first" else plain.size - 1
+            new = np.where(np.arange(plain.size).reshape(plain.shape) == index, new, plain).astype(new.dtype)
+        return new
+    if isinstance(plain, bool):
+        return not plain
+    if isinstance(plain, int):
+        return plain + step
+    if isinstance(plain, float):
+        return plain + step * (1 + abs(plain))
+    if isinstance(plain, str):
+        return plain + "?" if step > 0 else plain[:-1] or "?"
+    if isinstance(plain, (dict, list, tuple)):
+        keys = list(plain) if isinstance(plain, dict) else list(range(len(plain)))
+        change = keys if part == "all" else keys[:1] if part == "first" else keys[-1:]
+        if isinstance(plain, dict):
+            return {k: moved(v, step) if k in change else v for k, v in plain.items()}
+        return type(plain)(moved(v, step) if i in change else v for i, v in enumerate(plain))
+    return plain
 
 
 def wrong(plain):
