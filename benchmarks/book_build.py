@@ -1,5 +1,5 @@
-"""How long the executed book takes to build: cold (nothing cached: every chapter runs, every demo model
-trains) and warm (the same build again: notebooks and artefacts read from their caches).
+"""How long the executed book takes to build: cold (empty caches: every chapter runs, every result that does
+not ship in llmcourse/toys/cache is computed) and warm (the same build again: notebooks and artefacts read from their caches).
 
 The book is built as `make book` builds it (book/build.py: the chapters execute in parallel, one per core,
 then `jupyter-book build` renders), from a copy of the committed files in a temporary folder, with an empty
@@ -95,7 +95,7 @@ def run(smoke: bool = False, jobs: int | None = None) -> list[Result]:
     how = f"{jobs} chapter(s) at a time" if jobs else f"one chapter per core ({os.cpu_count()})"
     what = "a one-page book (smoke)" if smoke else f"the whole book as `make book` builds it, {how}"
     chapters = ", ".join(f"{Path(name).stem} {s:.0f} s" for name, s in sorted(times.items(), key=lambda x: -x[1]))
-    return [Result("book", f"cold build: {what}, nothing cached", cold, unit="s", higher_is_better=False,
+    return [Result("book", f"cold build: {what}, empty caches (the results shipped in llmcourse/toys/cache are read)", cold, unit="s", higher_is_better=False,
                    note=f"load average (1/5/15 min) {before} at start, {after_cold} at end; chapters executed "
                         f"in: {chapters}"),
             Result("book", f"warm build: {what}, the same build again", warm, cold, "the cold build", "s",
