@@ -36,7 +36,8 @@ from tqdm import tqdm
 from llmcourse.checks.core import case_key
 from llmcourse.data import DATA_DIR
 from llmcourse.grading import judge
-from llmcourse.grading.course import CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, nbgrader_api
+from llmcourse.grading.course import (CELL_TIMEOUT, CSV_COLUMNS, REPO, assignments, cell_timeout_for,
+                                      nbgrader_api)
 from llmcourse.grading.feedback import copy_mathjax, fallback_feedback, feedback_page
 from llmcourse.grading.sandbox import scratch_folder, sweep_stale
 from llmcourse.grading.stubs import build_stubbed_package
@@ -139,7 +140,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     cluster's workers, each from its own installation of the course (`llmcourse.grading.cluster`); the rows, CSV,
     feedback and cache are the same.
     """
-    limits = limits or Limits()
+    limits = limits or Limits(cell_timeout=cell_timeout_for(assignment))
     submissions = Path(submissions).resolve()
     if not (root / "solutions" / assignment).is_dir():
         raise SystemExit(f"No assignment '{assignment}'; known: {', '.join(assignments(root))}")
