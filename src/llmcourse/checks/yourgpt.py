@@ -431,7 +431,7 @@ check_gpt_logits = register(Check(
 # --- the trained GPT, judged on held-out text ------------------------------------------------------------------
 
 VAL_BAR = 2.0       # nats per character on the held-out windows (nanoGPT's CPU recipe reaches 1.89 at 2,000 steps)
-REPORT_TOL = 2e-3   # the student's reported loss against the grader's, on the same windows (float32 round-off)
+REPORT_TOL = 5e-4   # the student's reported loss against the grader's, on the same windows (float32 round-off)
 N_HEADS = yourgpt.SIZES["n_heads"]
 CONTEXT = yourgpt.SIZES["n_ctx"]
 
