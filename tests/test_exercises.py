@@ -120,3 +120,10 @@ def test_grades_csv_has_one_row_per_student(graded):
             rows = list(csv.DictReader(f))
         assert [r["student"] for r in rows] == sorted(result["rows"])
         assert list(rows[0]) == grading.CSV_COLUMNS
+
+
+def test_feedback_shows_what_the_trained_gpt_writes(graded):
+    """08_your_gpt's grader trains nothing itself: it loads the recorded weights and draws a seeded sample."""
+    text = page_text(graded["08_your_gpt"]["feedback"] / "solution.html")
+    assert "Your GPT's loss on the held-out text" in text and "What it writes" in text
+    assert "What it writes" not in page_text(graded["08_your_gpt"]["feedback"] / "evaluated_on_training_text.html")

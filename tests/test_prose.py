@@ -57,6 +57,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("06_training", "1.889"): "benchmarks/train_char.py: the recorded nanoGPT run's validation loss",
     ("06_training", "174.6"): "Brown et al. 2020, Appendix D: GPT-3's parameters in its compute table",
     ("06_training", "3.14"): "Brown et al. 2020, Appendix D: GPT-3's training compute, 3.14e23 FLOPs",
+    # 08_your_gpt
+    ("08_your_gpt", "1.89"): "benchmarks/train_char.py: the recorded nanoGPT run's validation loss, 1.889",
     # 07_scaling
     ("07_scaling", "1.5"): "Radford et al. 2019 (GPT-2's 1.5 billion parameters); Kaplan et al. 2020's largest",
     ("07_scaling", "0.076"): "Kaplan et al. 2020, equation 1.1: the exponent alpha_N",

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for one HTML feedback file per student (default: feedback-ASSIGNMENT/ beside the CSV)")
     gr.add_argument("--jobs", type=int, default=None, help="students graded at once (default: number of cores)")
     gr.add_argument("--force", action="store_true", help="regrade unchanged submissions too (default: reuse cached grades)")
-    gr.add_argument("--cell-timeout", type=int, default=60, help="seconds one cell may run (default: 60)")
+    gr.add_argument("--cell-timeout", type=int, default=None,
+                    help="seconds one cell may run (default: 60; 150 for 08_your_gpt, whose test trains a GPT)")
     gr.add_argument("--student-timeout", type=int, default=600, help="seconds one notebook may run in all (default: 600)")
     gr.add_argument("--memory-gb", type=float, default=4, help="memory limit of each grading kernel in GiB (default: 4)")
     gr.add_argument("--report", type=Path, default=None,
@@ -78,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.scheduler and hasattr(os, "geteuid") and os.geteuid() != 0:  # on a cluster, the workers grade
         print("note: not running as root, so student kernels cannot be hidden from this user's files "
               "(README, 'How grading works').", file=sys.stderr)
-    limits = grading.Limits(cell_timeout=args.cell_timeout, student_timeout=args.student_timeout,
+    from llmcourse.grading.course import cell_timeout_for
+
+    limits = grading.Limits(cell_timeout=args.cell_timeout or cell_timeout_for(args.assignment),
+                            student_timeout=args.student_timeout,
                             memory_bytes=int(args.memory_gb * 2**30))
     feedback = args.feedback or args.out.resolve().parent / f"feedback-{args.assignment}"
     try:

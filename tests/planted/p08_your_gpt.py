@@ -116,3 +116,57 @@ def swiglu(x, w_gate, w_up, w_down):
         keeps=["test_rms_norm", "test_rope", "test_gqa_attention", "test_swiglu", "test_parts_hidden"],
         message="RoPE is applied to the values"),
 }
+
+# Training your own GPT (section 8): mistakes that only the trained weights show, judged outside the kernel.
+TRAIN_CELLS = ["test_rms_norm", "test_rope", "test_gqa_attention", "test_swiglu", "test_parts_hidden",
+               "test_llama_forward", "test_smollm2_logits", "test_model_hidden", "test_adamw_step"]
+
+PLANTED.update({
+    "train_without_causal_mask": dict(
+        cell="gpt_logits",
+        source='''
+def gpt_logits(params, tokens, n_heads):
+    batch, seq = tokens.shape
+    x = params["tok"][tokens] + params["pos"][:seq]
+    d = x.shape[-1]
+    ln = lambda t, g, b: torch.nn.functional.layer_norm(t, (d,), g, b, eps=1e-5)
+    for p in params["blocks"]:          # a faster, batched block of my own
+        a = ln(x, p["ln1_g"], p["ln1_b"])
+        q, k, v = ((a @ p["W" + n] + p["b" + n]).view(batch, seq, n_heads, -1).transpose(1, 2)
+                   for n in "qkv")
+        w = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+        x = x + (w @ v).transpose(1, 2).reshape(batch, seq, d) @ p["Wo"] + p["bo"]
+        m = ln(x, p["ln2_g"], p["ln2_b"])
+        x = x + torch.nn.functional.gelu(m @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+    return ln(x, params["ln_g"], params["ln_b"]) @ params["tok"].T
+''',
+        fails=["test_train_gpt", "test_gpt_logits", "test_train_parts_hidden"], keeps=TRAIN_CELLS,
+        message="your model was trained without the causal mask"),
+    "evaluated_on_training_text": dict(
+        cell="train_gpt",
+        source='''
+def train_gpt(steps, seed):
+    params = init_gpt(len(chars.chars), SIZES["n_ctx"], SIZES["d_model"], SIZES["n_layers"], seed)
+    weights = tensors(params)
+    m = [torch.zeros_like(p) for p in weights]
+    v = [torch.zeros_like(p) for p in weights]
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        x, y = get_batch(chars.train, SIZES["n_ctx"], BATCH, gen)
+        logits = gpt_logits(params, x, SIZES["n_heads"])
+        loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        grads = torch.autograd.grad(loss, weights)
+        with torch.no_grad():
+            for i, (p, g) in enumerate(zip(weights, grads)):
+                decay = WEIGHT_DECAY if p.dim() == 2 else 0.0
+                new, m[i], v[i] = adamw_step(p, g, m[i], v[i], step + 1, learning_rate(step, steps),
+                                             decay, 0.9, 0.99)
+                p.copy_(new)
+    # measured on the text it trained on
+    val_loss = window_loss(lambda t: gpt_logits(params, t, SIZES["n_heads"]), chars.train,
+                           SIZES["n_ctx"])
+    return params, val_loss
+''',
+        fails=["test_train_gpt"], keeps=TRAIN_CELLS + ["test_gpt_logits", "test_train_parts_hidden"],
+        message="is your model's loss on the training text"),
+})

@@ -25,5 +25,6 @@ from llmcourse.checks.train import (check_adam_step, check_cross_entropy, check_
                                     check_sgd_step, check_train_bigram)
 from llmcourse.checks.scaling import (check_compute_optimal, check_fit_power_law, check_fit_saturating,  # noqa: F401
                                       check_training_flops)
-from llmcourse.checks.yourgpt import (check_gqa_attention, check_llama_forward, check_rms_norm,  # noqa: F401,E402
-                                      check_rope, check_smollm2_logits, check_swiglu)
+from llmcourse.checks.yourgpt import (check_adamw_step, check_gpt_logits, check_gqa_attention,  # noqa: F401,E402
+                                      check_llama_forward, check_rms_norm, check_rope, check_smollm2_logits,
+                                      check_swiglu, check_train_gpt)

@@ -74,6 +74,8 @@ class Check:
                                                 # result and seed + 1 another one (each case is run three times)
     watch: tuple[str, Callable] | None = None   # (dotted path of a given function, args -> int): the sum over the
                                                 # student's calls of it is judged too, compare gets (result, sum)
+    remark: Callable[[tuple, Any], str] | None = None  # (args, plain result) -> what the grader's feedback adds
+                                                # under "✓ passed" (e.g. a sample of a trained model's text)
 
     @property
     def check_name(self) -> str:
@@ -83,12 +85,16 @@ class Check:
         folder = os.environ.get(GRADING_ENV)
         if folder:
             return self._record(fn, Path(folder), params)
+        judged = []
         for args in self.cases(**params):
             try:
-                self.judge_case(args, self.run(fn, args))
+                judged.append((args, self.run(fn, args)))
+                self.judge_case(*judged[-1])
             except CheckFailed as err:
                 raise CheckFailed(f"{err}{self.which_case(args, str(err))}") from None
         print("✓", self.passed)
+        for args, plain in judged if self.remark else ():
+            print(self.remark(args, plain))
 
     def run(self, fn: Callable, args: tuple) -> Any:
         """Call the student's function on fresh copies of `args` (twice more with a `seeded` check) and return the
@@ -206,6 +212,18 @@ class Check:
         except Exception as err:  # malformed data from the kernel
             return f"`{self.name}` returned something that could not be read: {type(err).__name__}"
         return None
+
+
+    def remarks(self, params: dict, results: list[dict] | None, cases: list | None = None) -> str:
+        """Trusted side, once `judge` passed: what `remark` says of the recorded results ('' without one)."""
+        if self.remark is None or not results:
+            return ""
+        cases = self.cases(**params) if cases is None else cases
+        try:
+            said = [self.remark(args, self.replain(r["ok"])) for args, r in zip(cases, results)]
+        except Exception:  # a remark is a courtesy: it never costs a point or stops the grading
+            return ""
+        return "\n".join(s for s in said if s)
 
 
 def diagnosis(fn: Callable) -> Callable:

@@ -9,13 +9,14 @@ the student's code cannot reach it.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from llmcourse import llama
-from llmcourse.checks.core import (ATOL, RTOL, Check, as_float_array, compare_arrays, fail, from_json_dict,
+from llmcourse import llama, train, yourgpt
+from llmcourse.checks.core import (ATOL, RTOL, Check, as_float_array, compare_arrays, diagnosis, fail, from_json_dict,
                                    register)
 
 # --- RMSNorm --------------------------------------------------------------------------------------------------
@@ -307,3 +308,262 @@ check_smollm2_logits = register(Check(
     name="smollm2_logits", reference=llama.smollm2_logits, cases=_smollm2_cases, output=_as_smollm2,
     compare=_compare_smollm2,
     passed=f"your SmolLM2 gives transformers' logits (within {LOGIT_ATOL}) and top tokens at every position."))
+
+
+# --- training your own GPT: AdamW, the batched forward pass, the trained weights -------------------------------
+
+
+def _adamw_cases(seed: int = 0, ts=(1, 3, 200), decays=(0.1, 0.5, 0.01)):
+    """(param, grad, m, v, t, lr, weight_decay, beta1, beta2, eps)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t, wd in zip(ts, decays):
+        p, g = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
+        m = torch.zeros(3, 4) if t == 1 else torch.randn(3, 4, generator=gen) * 0.1
+        v = torch.zeros(3, 4) if t == 1 else torch.rand(3, 4, generator=gen) * 0.1
+        out.append((p, g, m, v, t, 0.05, wd, 0.9, 0.99, 1e-8))
+    return out
+
+
+def _compare_adamw(args, got) -> None:
+    args = tuple(a.double() if isinstance(a, torch.Tensor) else a for a in args)
+    p, g, m, v, t, lr, wd, b1, b2, eps = args
+    want = [w.numpy() for w in yourgpt.adamw_step(*args)]
+    if len(got) != 3:
+        fail(f"`adamw_step` should return 3 tensors (param, m, v), got {len(got)}.")
+    coupled = [w.numpy() for w in train.adam_step(p, g + wd * p, m, v, t, lr, b1, b2, eps)]
+    unscaled = [w.numpy() for w in train.adam_step(p * (1 - wd), g, m, v, t, lr, b1, b2, eps)]
+    plain = [w.numpy() for w in train.adam_step(p, g, m, v, t, lr, b1, b2, eps)]
+    mistakes = {
+        "the weight decay is added to the gradient (Adam with L2 regularisation): AdamW decouples it, shrinking the "
+        "parameter by lr * weight_decay itself, outside Adam's moments.": coupled,
+        "the decay is not scaled by the learning rate: the parameter shrinks by a factor 1 − lr * weight_decay.":
+            unscaled,
+        "there is no weight decay: shrink the parameter by the factor 1 − lr * weight_decay, then take Adam's "
+        "step (your adam_step from exercise 06).": plain}
+    for i, name in enumerate(["param", "m", "v"]):
+        compare_arrays(got[i], want[i], "adamw_step", what=f"({name} at step t = {t}, weight_decay = {wd})",
+                       mistakes={msg: w[i] for msg, w in mistakes.items()
+                                 if all(w[j].shape == got[j].shape and np.allclose(got[j], w[j], atol=ATOL, rtol=RTOL)
+                                        for j in range(3))})
+
+
+def _as_arrays(value: Any, name: str) -> list[np.ndarray]:
+    if not isinstance(value, (tuple, list)) or not value:
+        fail(f"`{name}` should return a tuple of torch tensors (param, m, v), but it returned a "
+             f"{type(value).__name__}.")
+    return [as_float_array(v, name) for v in value]
+
+
+check_adamw_step = register(Check(
+    name="adamw_step", reference=yourgpt.adamw_step, cases=_adamw_cases, output=_as_arrays, compare=_compare_adamw,
+    passed="adamw_step shrinks the parameter by lr * weight_decay, then takes Adam's step."))
+
+
+def _random_gpt(seed: int, vocab: int, n_ctx: int, d: int, n_layers: int) -> dict:
+    """A GPT's weights with values far from an initialisation's (so that a forgotten part shows), no gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    params = yourgpt.init_gpt(vocab, n_ctx, d, n_layers, seed)
+
+    def noise(t):
+        if t.dim() == 2:
+            return torch.randn(t.shape, generator=gen) / t.shape[0] ** 0.5
+        return (1 if bool((t == 1).all()) else 0) + 0.3 * torch.randn(t.shape, generator=gen)
+    out = {k: noise(params[k].detach()) for k in ("ln_g", "ln_b")}
+    out["tok"], out["pos"] = torch.randn(vocab, d, generator=gen), torch.randn(n_ctx, d, generator=gen)
+    out["blocks"] = [{n: noise(t.detach()) for n, t in b.items()} for b in params["blocks"]]
+    return out
+
+
+def _gpt_cases(seed: int = 0, shapes=((2, 5, 11, 16, 2, 2), (3, 7, 20, 12, 1, 3), (1, 1, 9, 8, 2, 4))):
+    """(params, tokens (batch, seq), n_heads) for each (batch, seq, vocab, d_model, n_layers, n_heads)."""
+    cases = []
+    for i, (b, s, vocab, d, layers, heads) in enumerate(shapes):
+        gen = torch.Generator().manual_seed(seed + 50 + i)
+        cases.append((_random_gpt(seed + i, vocab, s + 3, d, layers), torch.randint(0, vocab, (b, s), generator=gen),
+                      heads))
+    return cases
+
+
+@diagnosis
+def _gpt_variant(params: dict, tokens: torch.Tensor, n_heads: int, causal: bool = True, positions: bool = True,
+                 final_norm: bool = True) -> np.ndarray:
+    """The GPT's logits (float64), or a mistake's: no causal mask, no positions, no final LayerNorm."""
+    params = {k: ([{n: t.double() for n, t in b.items()} for b in v] if k == "blocks" else v.double())
+              for k, v in params.items()}
+    seq = tokens.shape[1]
+    x = params["tok"][tokens] + (params["pos"][:seq] if positions else 0)
+    for p in params["blocks"]:
+        d = x.shape[-1]
+        a = torch.nn.functional.layer_norm(x, (d,), p["ln1_g"], p["ln1_b"], eps=1e-5)
+        q, k, v = ((a @ p[f"W{n}"] + p[f"b{n}"]).unflatten(-1, (n_heads, -1)).transpose(1, 2) for n in "qkv")
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if causal:
+            scores = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), float("-inf"))
+        x = x + (torch.softmax(scores, -1) @ v).transpose(1, 2).flatten(2) @ p["Wo"] + p["bo"]
+        m = torch.nn.functional.layer_norm(x, (d,), p["ln2_g"], p["ln2_b"], eps=1e-5)
+        x = x + torch.nn.functional.gelu(m @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+    if final_norm:
+        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), params["ln_g"], params["ln_b"], eps=1e-5)
+    return (x @ params["tok"].T).numpy()
+
+
+def _compare_gpt(args, got) -> None:
+    params, tokens, n_heads = args
+    what = f"for tokens of shape {tuple(tokens.shape)}, {len(params['blocks'])} blocks, {n_heads} heads"
+    compare_arrays(got, _gpt_variant(params, tokens, n_heads), "gpt_logits", what=what, mistakes={
+        "every position sees the later ones: the causal mask is missing (in training the model would read the "
+        "very character it is asked to predict).": _gpt_variant(params, tokens, n_heads, causal=False),
+        "the position embeddings are missing: add params['pos'][:seq] to the token embeddings.":
+            _gpt_variant(params, tokens, n_heads, positions=False),
+        "the final LayerNorm is missing: normalise with params['ln_g'], params['ln_b'] before the output layer.":
+            _gpt_variant(params, tokens, n_heads, final_norm=False)})
+
+
+check_gpt_logits = register(Check(
+    name="gpt_logits", reference=yourgpt.gpt_logits, cases=_gpt_cases, output=as_float_array, compare=_compare_gpt,
+    passed="gpt_logits runs your GPT on a batch: embeddings, positions, causal blocks, LayerNorm, tied output.",
+    crash_hint="tokens is (batch, seq); block_forward takes one sequence (seq, d_model): run it on each sequence, "
+               "or on the whole batch with torch.func.vmap(block_forward, in_dims=(0, None, None)).",
+    forbidden=("torch.nn.functional.scaled_dot_product_attention",)))
+
+
+# --- the trained GPT, judged on held-out text ------------------------------------------------------------------
+
+VAL_BAR = 2.0       # nats per character on the held-out windows (nanoGPT's CPU recipe reaches 1.89 at 2,000 steps)
+REPORT_TOL = 5e-4   # the student's reported loss against the grader's, on the same windows (float32 round-off)
+N_HEADS = yourgpt.SIZES["n_heads"]
+CONTEXT = yourgpt.SIZES["n_ctx"]
+
+
+def _trained_cases(steps: int = yourgpt.STEPS, seed: int = 0):
+    """(steps, seed): the training budget and the seed of the student's `train_gpt`."""
+    return [(steps, seed)]
+
+
+def _as_trained(value: Any, name: str) -> list:
+    """(params, val_loss) -> [val_loss, [[name, array], ...]] with names tok, pos, blocks.<i>.<name>, ln_g, ln_b."""
+    if (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)
+            and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in value[1])):
+        return [float(value[0]), [[k, np.array(a, dtype=np.float64)] for k, a in value[1]]]   # read back
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], dict)):
+        fail(f"`{name}` should return (params, val_loss): your trained weights, a dict like init_gpt's, and the "
+             f"validation loss you measured (a float); it returned a {type(value).__name__}.")
+    params, val = value
+    if isinstance(val, torch.Tensor) and val.numel() == 1:
+        val = val.item()
+    if not isinstance(val, (int, float)) or isinstance(val, bool):
+        fail(f"`{name}`: the second value should be the validation loss (a float), not a {type(val).__name__}.")
+    missing = [k for k in ("tok", "pos", "blocks", "ln_g", "ln_b") if k not in params]
+    if missing or not isinstance(params["blocks"], (list, tuple)):
+        fail(f"`{name}`: the weights should be a dict with tok, pos, blocks (a list), ln_g and ln_b, as init_gpt "
+             f"makes them; missing: {', '.join(missing) or 'blocks as a list'}.")
+    flat = [[k, as_float_array(params[k], name)] for k in ("tok", "pos", "ln_g", "ln_b")]
+    for i, block in enumerate(params["blocks"]):
+        if not isinstance(block, dict) or set(yourgpt.BLOCK_NAMES) - set(block):
+            fail(f"`{name}`: block {i} should be a dict with exercise 05's names ({', '.join(yourgpt.BLOCK_NAMES)}).")
+        flat += [[f"blocks.{i}.{n}", as_float_array(block[n], name)] for n in yourgpt.BLOCK_NAMES]
+    return [float(val), flat]
+
+
+def _unflatten(flat: list) -> dict:
+    named = {k: torch.tensor(a, dtype=torch.float32) for k, a in flat}
+    n_layers = len({k.split(".")[1] for k in named if k.startswith("blocks.")})
+    return {"tok": named["tok"], "pos": named["pos"], "ln_g": named["ln_g"], "ln_b": named["ln_b"],
+            "blocks": [{n: named[f"blocks.{i}.{n}"] for n in yourgpt.BLOCK_NAMES} for i in range(n_layers)]}
+
+
+_CHARS: list = []
+
+
+def _chars() -> train.CharData:
+    """The plays as characters (read once per process)."""
+    if not _CHARS:
+        _CHARS.append(train.char_data(train.shakespeare_plays()))
+    return _CHARS[0]
+
+
+def _shapes_message(params: dict, vocab: int) -> str | None:
+    d = params["tok"].shape[1] if params["tok"].ndim == 2 else 0
+    if params["tok"].shape != (vocab, d) or d == 0 or d % N_HEADS:
+        return (f"the token embedding has shape {tuple(params['tok'].shape)}; expected ({vocab}, d_model) with "
+                f"d_model a multiple of {N_HEADS} (the plays' {vocab} characters).")
+    if params["pos"].ndim != 2 or params["pos"].shape[1] != d or params["pos"].shape[0] < CONTEXT:
+        return f"the position embedding has shape {tuple(params['pos'].shape)}; expected ({CONTEXT}, {d})."
+    want = {"ln1_g": (d,), "ln1_b": (d,), "ln2_g": (d,), "ln2_b": (d,), "Wq": (d, d), "Wk": (d, d), "Wv": (d, d),
+            "Wo": (d, d), "bq": (d,), "bk": (d,), "bv": (d,), "bo": (d,), "W1": (d, 4 * d), "b1": (4 * d,),
+            "W2": (4 * d, d), "b2": (d,)}
+    for i, block in enumerate(params["blocks"]):
+        for n, shape in want.items():
+            if tuple(block[n].shape) != shape:
+                return f"block {i}'s {n} has shape {tuple(block[n].shape)}; expected {shape}."
+    if not params["blocks"] or params["ln_g"].shape != (d,) or params["ln_b"].shape != (d,):
+        return "the model needs at least one block and a final LayerNorm (ln_g, ln_b) of d_model numbers each."
+    return None
+
+
+def _losses(params: dict) -> dict[str, float]:
+    """The model's loss on the held-out windows (with the causal mask: the reference architecture), and what tells
+    the mistakes apart: without the mask, and on the training text's first windows."""
+    chars = _chars()
+    masked = lambda x: yourgpt.gpt_logits(params, x, N_HEADS)  # noqa: E731
+    return {"val": yourgpt.window_loss(masked, chars.val, CONTEXT), "train": yourgpt.window_loss(masked, chars.train,
+                                                                                                CONTEXT)}
+
+
+@diagnosis
+def _unmasked_val(params: dict) -> float:
+    unmasked = lambda x: torch.from_numpy(_gpt_variant(params, x, N_HEADS, causal=False))  # noqa: E731
+    return yourgpt.window_loss(unmasked, _chars().val, CONTEXT)
+
+
+def _compare_trained(args, got) -> None:
+    steps, seed = args
+    reported, flat = got
+    params = _unflatten(flat)
+    chars = _chars()
+    shapes = _shapes_message(params, len(chars.chars))
+    if shapes:
+        fail(f"`train_gpt`: {shapes}")
+    if any(not np.isfinite(a).all() for _, a in flat):
+        fail("`train_gpt` returned weights with NaN or infinite values: the training diverged (a learning rate "
+             "too large? a loss that is not the mean?).")
+    losses = _losses(params)
+    val = losses["val"]
+    if val > VAL_BAR:
+        unmasked = _unmasked_val(params)
+        if unmasked < val - 0.5:
+            fail(f"your model was trained without the causal mask: with it (as every GPT generates, one character "
+                 f"after another), its loss on the held-out text is {val:.2f} nats/char, but {unmasked:.2f} if every "
+                 f"position may see the later ones (you reported {reported:.2f}). It learnt to read the next "
+                 "character instead of predicting it: your gpt_logits must mask the later positions while training.")
+        fail(f"your model's loss on the held-out text is {val:.3f} nats per character after {steps} steps; the bar "
+             f"is {VAL_BAR} (a uniform guess costs {math.log(len(chars.chars)):.2f}). Check the learning rate and "
+             "its schedule, that every parameter is updated, and that the loss goes down while it trains.")
+    if not abs(reported - val) <= REPORT_TOL:
+        if abs(reported - losses["train"]) <= REPORT_TOL:
+            fail(f"the validation loss you report ({reported:.3f}) is your model's loss on the training text; on "
+                 f"the held-out text (chars.val) it is {val:.3f}. Measure it on text the model never trained on: "
+                 "only that shows what it learnt rather than memorised (a larger model trained for longer scores "
+                 "far better on its training text than on new text).")
+        fail(f"the validation loss you report ({reported:.3f}) is not your model's: the grader measures {val:.3f} "
+             f"on chars.val with window_loss (its first windows of {CONTEXT} characters). Report "
+             "window_loss(your model, chars.val, block) for the weights you return.")
+
+
+def _remark_trained(args, got) -> str:
+    """What the grader says of a passing model: its held-out loss and a seeded sample of its text."""
+    params = _unflatten(got[1])
+    chars = _chars()
+    val = _losses(params)["val"]
+    text = yourgpt.sample_text(lambda x: yourgpt.gpt_logits(params, x, N_HEADS), chars, "\n", 240, seed=0,
+                               n_ctx=CONTEXT)
+    return (f"Your GPT's loss on the held-out text: {val:.3f} nats per character (bar {VAL_BAR}).\n"
+            f"What it writes (240 characters, temperature 0.8, seed 0):\n{text}")
+
+
+check_train_gpt = register(Check(
+    name="train_gpt", reference=yourgpt.train_gpt, cases=_trained_cases, output=_as_trained,
+    compare=_compare_trained, remark=_remark_trained,
+    passed=f"your trained GPT's loss on the held-out text is below {VAL_BAR} nats per character, and you measured "
+           "it where it counts."))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from llmcourse.grading.course import CELL_TIMEOUT, MAX_OUTPUT_CHARS
+from llmcourse.grading.course import CELL_TIMEOUT, MAX_OUTPUT_CHARS, cell_timeout_for
 
 PACKAGE = Path(__file__).resolve().parents[1]
 SLOW_SHARE = 0.8  # a cell that takes this share of the time limit gets a warning: another machine may be slower
@@ -191,8 +191,9 @@ def run_fresh(nb: nbformat.NotebookNode, cwd: Path, cell_timeout: int,
     return nb, seconds, stopped
 
 
-def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) -> Report:
-    """Run `path` fresh and report its visible tests and the warnings (see the module docstring)."""
+def check_notebook(path: Path, cell_timeout: int | None = None, progress=None) -> Report:
+    """Run `path` fresh and report its visible tests and the warnings (see the module docstring). `cell_timeout`:
+    the grader's limit per cell (default: the assignment's, `cell_timeout_for`)."""
     path = Path(path)
     saved = nbformat.read(path, as_version=4)
     report = Report()
@@ -204,6 +205,8 @@ def check_notebook(path: Path, cell_timeout: int = CELL_TIMEOUT, progress=None) 
     else:
         to_run, notes = restore_tests(saved, released)
         report.warnings += notes
+    if cell_timeout is None:
+        cell_timeout = cell_timeout_for(name) if released is not None else CELL_TIMEOUT
     executed, seconds, stopped = run_fresh(to_run, path.resolve().parent, cell_timeout, progress)
     if stopped:
         report.warnings.append(f"the run stopped early ({stopped}): the kernel died or could not start, and the "
@@ -304,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("notebook", type=Path, help="the notebook to check, e.g. exercises/01_tokens/01_tokens.ipynb")
-    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT,
-                        help=f"seconds a cell may run, as when graded (default: {CELL_TIMEOUT})")
+    parser.add_argument("--cell-timeout", type=int, default=None,
+                        help=f"seconds a cell may run, as when graded (default: the assignment's, {CELL_TIMEOUT} for "
+                             "most)")
 
 
 def run(args: argparse.Namespace) -> int:

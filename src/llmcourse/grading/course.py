@@ -13,9 +13,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 CELL_TIMEOUT = 60  # seconds a single cell may run when a notebook is graded
+# Assignments whose cells need more: exercise 08's test cell trains the student's GPT (about 40 s of one core).
+CELL_TIMEOUTS = {"08_your_gpt": 150}
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 MAX_OUTPUT_CHARS = 20_000  # stream output kept per cell in feedback
 CSV_COLUMNS = ["student", "assignment", "score", "max_score", "status", "message"]
+
+
+def cell_timeout_for(assignment: str) -> int:
+    """The seconds of CPU time one cell of `assignment` may run when graded (its own limit, else CELL_TIMEOUT)."""
+    return CELL_TIMEOUTS.get(assignment, CELL_TIMEOUT)
 
 
 def configure(c, root: Path, source: str = "solutions", release: str = "exercises", work: str = ".nbgrader",

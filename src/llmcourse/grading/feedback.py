@@ -204,6 +204,9 @@ class FeedbackExporter(HTMLExporter):
         return environment
 
 
+MAX_NOTE_CHARS = 2000  # of a passed check's remark (a trained model's sample), shown under "✓ passed"
+
+
 def put_verdicts(nb, verdicts) -> None:
     """Each test cell's output becomes the trusted verdict: ✓ passed, or the check's message; its score is
     the verdict's (what the page's table of contents and cell headings show)."""
@@ -217,7 +220,9 @@ def put_verdicts(nb, verdicts) -> None:
         if v.message:
             cell.outputs = [nbformat.v4.new_output("error", ename="CheckFailed", evalue=v.message, traceback=[])]
         else:
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ passed\n")]
+            note = getattr(v, "note", "")
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ passed\n" + (
+                note[:MAX_NOTE_CHARS] + "\n" if note else ""))]
 
 
 def fallback_feedback(restored, source_nb, verdicts) -> str:

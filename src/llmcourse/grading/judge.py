@@ -127,6 +127,7 @@ class Verdict:
     score: float
     hidden: bool
     message: str  # '' when passed
+    note: str = ""  # when passed: what the checks' `remark` adds (shown under "✓ passed" in the feedback)
 
 
 def judge(cells: list[TestCell], records: dict[str, list[dict]],
@@ -136,13 +137,16 @@ def judge(cells: list[TestCell], records: dict[str, list[dict]],
     verdicts = []
     with _ONE_AT_A_TIME:
         for cell in cells:
-            message = ""
+            message, notes = "", []
             for name, params in cell.calls:
                 key = case_key(name, params)
                 given = copy.deepcopy((cases or {}).get(key))  # a reference may change its arguments in place
-                message = checks.REGISTRY[name].judge(params, records.get(key), given) or ""
+                check = checks.REGISTRY[name]
+                message = check.judge(params, records.get(key), given) or ""
                 if message:
                     break
+                if check.remark is not None and not cell.hidden:
+                    notes.append(check.remarks(params, records.get(key), copy.deepcopy((cases or {}).get(key))))
             verdicts.append(Verdict(cell.grade_id, cell.points, 0.0 if message else cell.points, cell.hidden,
-                                    message))
+                                    message, "" if message else "\n".join(n for n in notes if n)))
     return verdicts

@@ -14,7 +14,7 @@ import nbformat
 
 from llmcourse.grading import judge
 from llmcourse.grading.autograde import BATCH, Limits, Row, _grade_here, _student_folders, feedback_name, write_csv
-from llmcourse.grading.course import REPO, assignments
+from llmcourse.grading.course import REPO, assignments, cell_timeout_for
 from llmcourse.grading.feedback import copy_mathjax
 from llmcourse.grading.worker import mark
 
@@ -35,7 +35,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     cluster's workers, each from its own installation of the course (`llmcourse.grading.cluster`); the rows, CSV,
     feedback and cache are the same.
     """
-    limits = limits or Limits()
+    limits = limits or Limits(cell_timeout=cell_timeout_for(assignment))
     submissions = Path(submissions).resolve()
     if not (root / "solutions" / assignment).is_dir():
         raise SystemExit(f"No assignment '{assignment}'; known: {', '.join(assignments(root))}")
