@@ -41,6 +41,8 @@ GENERIC_LINES = {"loss.backward()", "model.zero_grad()", "optimizer.zero_grad()"
                  "losses.append(loss.item())", "gen = torch.Generator().manual_seed(seed)",
                  "for _ in range(steps):"}
 
+KIT_NEEDS_THE_REFERENCE = {"08_your_gpt train_without_causal_mask test_train_gpt"}
+
 SHARED_LINES = {
     # (the checks' diagnoses are stubs in the kit, issue 29: no line of theirs is shared any more)
     "if mask is not None:": ("llmcourse/attention.py", "book/03_attention.html"),
@@ -351,6 +353,16 @@ def test_planted_mistakes_get_the_same_messages_in_the_kit(venv, tmp_path):
     kit = json.loads((tmp_path / "kit.json").read_text())
     assert len(repo) > 20 and all(m != "passed" for m in repo.values())
     differ = {k: (repo[k], kit.get(k)) for k in repo if kit.get(k) != repo[k]}
+    # 08's training check judges a model trained in each environment apart (the kit's student code runs on the
+    # student's own saved 06 functions, the repository's on the references): the same message, other decimals.
+    differ = {k: (r, m) for k, (r, m) in differ.items()
+              if not (k.endswith("test_train_gpt") and re.sub(r"\d+\.\d+", "#", r) == re.sub(r"\d+\.\d+", "#", str(m)))}
+    # A model trained by a wrong gpt_logits (no causal mask) can be judged only with a reference GPT, which the kit
+    # has not; it does not trust the student's gpt_logits (it disagrees with the recorded results), so it says no
+    # more than that the answer is wrong (never "passed").
+    for key in KIT_NEEDS_THE_REFERENCE:
+        if key in differ and "the course kit cannot say more" in str(differ[key][1]):
+            del differ[key]
     assert not differ, "\n".join(f"{k}:\n  repo: {r[:200]}\n  kit:  {str(m)[:200]}" for k, (r, m) in differ.items())
 
 

@@ -40,7 +40,9 @@ from llmcourse.grading.stubs import stub_checks, stub_modules
 
 # Helpers that checks call on inputs computed from the student's answer, kept whole in the kit (they are not
 # answers: answer_probability composes the graded key_activations and ablate_memories by name, which stay stubs).
-KIT_GIVEN = {("llmcourse.ffn", "answer_probability")}
+# Helpers the kit keeps although their module holds graded functions, because a notebook reaches them through
+# another module (08's `yourgpt.learning_rate` schedules training with train.learning_rate; no check grades it).
+KIT_GIVEN = {("llmcourse.ffn", "answer_probability"), ("llmcourse.train", "learning_rate")}
 # The pins of the repository's requirements.txt that the kit's requirements.txt keeps: what the exercises and the
 # kit's package import (jupyterlab brings ipykernel, nbclient and nbformat, which `llmcourse check` uses). The
 # chapters' heavier tools (gensim, transformers, ...) and the instructor's (nbgrader, jupyter-book, pytest) stay out:

@@ -223,7 +223,10 @@ def _caller() -> tuple[str, Any]:
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if module in stubbed or module == __name__:
+        # past the stubbed modules, the course's other code (a reference helper such as window_loss, which the check
+        # or the student passes a function to) and torch's wrappers (no_grad, vmap): the first check or student frame
+        passing = module.startswith(("llmcourse.", "torch.")) and not module.startswith("llmcourse.checks")
+        if module in stubbed or module == __name__ or passing:
             frame = frame.f_back
             continue
         if module.startswith("llmcourse.checks"):
@@ -259,7 +262,7 @@ def stub_call(module: str, name: str, arguments: dict[str, Any]) -> Any:
     for entry in _table(module).get(name, []):
         if same(arguments, entry["args"]):
             return _with_gradients(unpack(entry["result"]), arguments, entry.get("grads"))
-    return _fallback(name, arguments, check, assignment)
+    return _fallback(name, arguments, check, assignment, module)
 
 
 def _student_name(module: str, name: str) -> str:
@@ -285,22 +288,62 @@ def _with_gradients(result: Any, arguments: dict[str, Any], grads: dict[str, tor
 _noted: set[tuple[str, str]] = set()
 
 
-def _fallback(name: str, arguments: dict[str, Any], check: Any, assignment: str) -> Any:
-    """No record for these arguments: use the student's own function of that name from the notebook, or fail."""
+_trusted: dict[tuple[str, str, int], bool] = {}
+
+
+def _agrees_with_records(own: Any, module: str, name: str, most: int = 3) -> bool:
+    """Whether the student's `own` function gives the recorded reference results on the recorded inputs (the first
+    `most`): only then may it stand in for the reference (a wrong one would judge the student by their mistake).
+    Decided once per function object."""
+    key = (module, name, id(own))
+    if key not in _trusted:
+        _trusted[key] = True
+        for entry in _table(module).get(name, [])[:most]:
+            try:
+                if not _close(_call_own(own, [unpack(v) for v in entry["args"].values()]), unpack(entry["result"])):
+                    _trusted[key] = False
+            except Exception:
+                _trusted[key] = False
+    return _trusted[key]
+
+
+def _call_own(own: Any, values: list) -> Any:
+    """The student's version, which may have fewer parameters (no `batch=` option): given the first ones."""
+    try:
+        params = inspect.signature(own).parameters.values()
+        if not any(p.kind == p.VAR_POSITIONAL for p in params):
+            values = values[:len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])]
+    except (TypeError, ValueError):
+        pass
+    return own(*copy.deepcopy(values))
+
+
+def _close(got: Any, want: Any) -> bool:
+    """Equal up to float round-off (1e-3 relative), through tuples, lists and dicts."""
+    if isinstance(want, (torch.Tensor, np.ndarray)):
+        want = torch.as_tensor(want)
+        got = torch.as_tensor(np.asarray(got) if not isinstance(got, torch.Tensor) else got.detach())
+        return got.shape == want.shape and torch.allclose(got.double(), want.double(), rtol=1e-3, atol=1e-4)
+    if isinstance(want, (tuple, list)):
+        return isinstance(got, (tuple, list)) and len(got) == len(want) and all(map(_close, got, want))
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(_close(got[k], want[k]) for k in want)
+    if isinstance(want, float):
+        return isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-3, abs_tol=1e-6)
+    return got == want
+
+
+def _fallback(name: str, arguments: dict[str, Any], check: Any, assignment: str, module: str = "") -> Any:
+    """No record for these arguments: use the student's own function of that name from the notebook, if it agrees
+    with the reference where the kit knows the reference's results, or fail."""
     from llmcourse.checks.core import CheckFailed
 
     checked = getattr(check, "name", "your function")
     own = getattr(sys.modules.get("__main__"), name, None)
-    if name != checked and callable(own) and not getattr(own, "__module__", "").startswith("llmcourse"):
-        values = list(arguments.values())
-        try:  # the student's version may have fewer parameters (no `batch=` option): pass the first ones
-            params = inspect.signature(own).parameters.values()
-            if not any(p.kind == p.VAR_POSITIONAL for p in params):
-                values = values[:len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])]
-        except (TypeError, ValueError):
-            pass
+    if (name != checked and callable(own) and not getattr(own, "__module__", "").startswith("llmcourse")
+            and (not module or _agrees_with_records(own, module, name))):
         try:
-            result = own(*copy.deepcopy(values))
+            result = _call_own(own, list(arguments.values()))
         except Exception:
             result = None
         else:
