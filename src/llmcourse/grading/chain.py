@@ -126,17 +126,23 @@ def saved(module: str, name: str, folder: Path = YOURS) -> tuple[Callable, str, 
     return (fn, entry["assignment"], entry["name"]) if callable(fn) else None
 
 
-def call_saved(found: tuple[Callable, str, str], module: str, name: str, arguments: dict[str, Any]) -> Any:
-    """Run the student's saved function on a stub's arguments (by position: the student may have named them
-    otherwise, and may have fewer optional ones)."""
-    fn, assignment, mine = found
-    values = list(arguments.values())
+def positional(fn: Callable, values: list) -> list:
+    """`values` as positional arguments of the student's `fn`, which may have fewer parameters (no `batch=`
+    option): the first ones."""
     try:
         params = inspect.signature(fn).parameters.values()
         if not any(p.kind == p.VAR_POSITIONAL for p in params):
             values = values[:len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])]
     except (TypeError, ValueError):
         pass
+    return values
+
+
+def call_saved(found: tuple[Callable, str, str], module: str, name: str, arguments: dict[str, Any]) -> Any:
+    """Run the student's saved function on a stub's arguments (by position: the student may have named them
+    otherwise, and may have fewer optional ones)."""
+    fn, assignment, mine = found
+    values = positional(fn, list(arguments.values()))
     log = os.environ.get(LOG_ENV)
     if log:
         with open(log, "a", encoding="utf-8") as f:
