@@ -23,7 +23,7 @@ KAPLAN = {"N_c": 8.8e13, "alpha_N": 0.076, "D_c": 5.4e13, "alpha_D": 0.095}
 # per token of MassiveText, N = parameters, D = training tokens.
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
-# Compute-optimal exponents N* ~ C^a, D* ~ C^b: Hoffmann et al. 2022, Table 3 (approach 2, isoFLOP profiles), and
+# Compute-optimal exponents N* ~ C^a, D* ~ C^b: Hoffmann et al. 2022, Table 2 (approach 2, isoFLOP profiles), and
 # the refit of their approach 3 by Besiroglu et al. 2024 (E 1.8172, A 482.01, B 2085.43, alpha 0.3478, beta 0.3658).
 HOFFMANN_ISOFLOP = {"a": 0.49, "b": 0.51}
 BESIROGLU = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
