@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make book   creates .venv, installs requirements.txt, fetches the data, builds the executed book into _build/html
 #   make test   the same set-up, then the whole test suite (which also builds the book)
-#   (both install two Debian packages when missing: a CJK font and Chromium, see DEBIAN_PACKAGES)
+#   (both install Debian packages when missing: a CJK font for the book, and Chromium for the browser tests,
+#   see BOOK_PACKAGES and TEST_PACKAGES)
 #   make bench  every benchmark in benchmarks/, one table in benchmarks/RESULTS.md (about an hour; not part of make test)
 #   make kit    the student kit in _build/kit (and _build/llmcourse-kit.zip): released notebooks, a wheel whose
 #               graded functions are stubs, the offline book; see README, "Teaching a class"
@@ -9,10 +10,13 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PY := .venv/bin/python
 VENV_STAMP := .venv/.requirements-installed
+BOOK_SYSTEM := .venv/.debian-packages-book
 SYSTEM_STAMP := .venv/.debian-packages
-# Debian packages: a CJK font for figures with Chinese text (book/matplotlibrc names it), and Chromium for the
-# browser test (tests/test_browser.py). Installed with apt-get when missing (as root, or through sudo).
-DEBIAN_PACKAGES := fonts-wqy-microhei chromium
+# Debian packages: a CJK font for figures with Chinese text (book/matplotlibrc names it), all the book needs; and
+# Chromium for the browser tests (tests/test_browser.py), which `make book` does not install (a minute of apt).
+# Installed with apt-get when missing (as root, or through sudo).
+BOOK_PACKAGES := fonts-wqy-microhei
+TEST_PACKAGES := $(BOOK_PACKAGES) chromium
 DATA_STAMP := data/.fetched
 # Two set-ups at once (two clones, or a build beside a test run): apt-get install waits up to 10 minutes for the
 # other's dpkg lock instead of failing at once; apt-get update (whose list lock ignores that option) is retried.
@@ -24,7 +28,7 @@ QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || tru
 
 # book/build.py executes the chapters that the execution cache lacks in parallel (one per core), then runs
 # `jupyter-book build . --builder html -W -n --keep-going`, which finds them cached and only renders.
-book: $(VENV_STAMP) $(DATA_STAMP) $(SYSTEM_STAMP)
+book: $(VENV_STAMP) $(DATA_STAMP) $(BOOK_SYSTEM)
 	$(PY) book/build.py 2>&1 | { grep --line-buffered -v "^$$" || true; }
 	@echo "The book is in _build/html/index.html"
 
@@ -47,8 +51,9 @@ $(VENV_STAMP): requirements.txt pyproject.toml
 
 system: $(SYSTEM_STAMP)
 
-$(SYSTEM_STAMP): Makefile $(VENV_STAMP)
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# $(call debian,PACKAGES): install those of PACKAGES that are missing
+define debian
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:" $$missing; \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; else \
@@ -60,6 +65,14 @@ $(SYSTEM_STAMP): Makefile $(VENV_STAMP)
 	    echo "apt-get could not install" $$missing >&2; exit 1; }; \
 	  rm -f "$${MPLCONFIGDIR:-$$HOME/.cache/matplotlib}"/fontlist-*.json; \
 	fi
+endef
+
+$(BOOK_SYSTEM): Makefile $(VENV_STAMP)
+	$(call debian,$(BOOK_PACKAGES))
+	touch $@
+
+$(SYSTEM_STAMP): Makefile $(VENV_STAMP)
+	$(call debian,$(TEST_PACKAGES))
 	touch $@
 
 data: $(DATA_STAMP)

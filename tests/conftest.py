@@ -170,25 +170,38 @@ def notebook_namespace(assignment: str, replace: dict[str, str] | None = None) -
     return ns
 
 
+def unsolve(nb: nbformat.NotebookNode, cell_ids: list[str], release: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook with some answer cells (by grade_id) put back as released: the stub a student starts from."""
+    released = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in release.cells}
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") in cell_ids:
+            cell.source = released[cell.metadata["nbgrader"]["grade_id"]]
+    return nb
+
+
 @pytest.fixture(scope="session")
 def graded(tmp_path_factory) -> dict[str, dict]:
-    """For every assignment: grade the solution, the untouched student notebook and each planted mistake
-    in one `llmcourse grade` run. Returns {assignment: {"rows": {student: Row}, "feedback": dir, "inputs": dir}}."""
+    """For every assignment: grade the untouched student notebook and each planted mistake in one `llmcourse
+    grade` run, whose canary is the solution (graded first through the same path: full marks, or the batch
+    raises). Returns {assignment: {"rows": {student: Row}, "canary": Row, "feedback": dir, "inputs": dir}}.
+
+    A planted mistake's spec may name answer cells to leave unsolved ("unsolved"): cells its test does not
+    judge, whose work (08's GPT training, a minute of CPU) would only cost time."""
     results = {}
     for assignment in grading.assignments(REPO):
         base = tmp_path_factory.mktemp(f"grade-{assignment}")
         subs = base / "submissions"
         solution_path = next((REPO / "solutions" / assignment).glob("*.ipynb"))
         solution = nbformat.read(solution_path, as_version=4)
-        (subs / "solution").mkdir(parents=True)
-        nbformat.write(solution, subs / "solution" / "submission.ipynb")
-        (subs / "stub").mkdir()
-        release = next((REPO / "exercises" / assignment).glob("*.ipynb"))
-        (subs / "stub" / release.name).write_bytes(release.read_bytes())
+        (subs / "stub").mkdir(parents=True)
+        release_path = next((REPO / "exercises" / assignment).glob("*.ipynb"))
+        (subs / "stub" / release_path.name).write_bytes(release_path.read_bytes())
+        release = nbformat.read(release_path, as_version=4)
         for name, spec in planted_for(assignment).items():
             (subs / name).mkdir()
-            nbformat.write(plant(solution, spec["cell"], spec["source"]), subs / name / "work.ipynb")
+            nb = unsolve(plant(solution, spec["cell"], spec["source"]), spec.get("unsolved", []), release)
+            nbformat.write(nb, subs / name / "work.ipynb")
         rows = grading.grade(subs, assignment, out=base / "grades.csv", feedback=base / "feedback", progress=False)
-        results[assignment] = {"rows": {r.student: r for r in rows}, "feedback": base / "feedback",
-                               "inputs": subs, "csv": base / "grades.csv"}
+        results[assignment] = {"rows": {r.student: r for r in rows}, "canary": rows.canary,
+                               "feedback": base / "feedback", "inputs": subs, "csv": base / "grades.csv"}
     return results

@@ -285,18 +285,28 @@ def test_released_notebook_fails_with_its_own_messages(venv, kit, assignment):
     assert "Error: No module named" not in table and "ImportError" not in table, table
 
 
+@pytest.fixture(scope="module")
+def solved_in_order(venv, kit, tmp_path_factory) -> dict:
+    """Every solution pasted into the kit's released notebook and checked with `llmcourse check`, in the
+    course's order, from a venv where no function was saved yet: {"runs": {assignment: (status, table, log of the
+    calls of saved functions)}, "saved": the saved functions' index afterwards}. Each passing notebook saves its
+    functions for the later ones (the chain, issue 30)."""
+    import shutil
+
+    shutil.rmtree(_yours_folder(venv), ignore_errors=True)
+    logs, results = tmp_path_factory.mktemp("chain"), {}
+    for assignment in ASSIGNMENTS:
+        started = time.time()
+        status, table = _check_solved(venv, kit, assignment, logs / f"{assignment}.log")
+        TIMINGS[f"check solved {assignment}"] = time.time() - started
+        results[assignment] = (status, table, logs / f"{assignment}.log")
+    return {"runs": results, "saved": json.loads((_yours_folder(venv) / "index.json").read_text())}
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solutions_pasted_into_the_kit_pass(venv, kit, assignment, tmp_path):
+def test_solutions_pasted_into_the_kit_pass(solved_in_order, kit, assignment):
+    status, table, _ = solved_in_order["runs"][assignment]
     released = nbformat.read(kit / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
-    solution = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
-    path = kit / "exercises" / assignment / "solved-by-test.ipynb"
-    nbformat.write(paste_solutions(released, solution), path)
-    started = time.time()
-    try:
-        status, table = run_check(venv, path)
-    finally:
-        path.unlink()
-    TIMINGS[f"check solved {assignment}"] = time.time() - started
     rows = [line for line in table.splitlines() if line.startswith(("✓", "✗"))]
     assert status == 0, table
     assert rows and all(row.startswith("✓") for row in rows), table
@@ -428,27 +438,23 @@ def test_chaining_unsolved_earlier_exercise_is_named_and_costs_nothing(venv, kit
     assert len(warnings) == 1 or "block_demo" not in warnings[1].split("Notes (")[0], table
 
 
-def test_chaining_every_exercise_runs_on_the_students_own_functions(venv, kit, tmp_path):
-    """Every solution of 01-07 pasted into the kit's notebooks and checked, in order: each passing notebook saves
-    its functions; exercise 05's demo and all of 08 then run on the student's own functions (the log records each
-    call of a saved function; in the kit no reference of a graded function exists to be called)."""
-    import shutil
-
-    shutil.rmtree(_yours_folder(venv), ignore_errors=True)
-    logs = {}
-    for assignment in ASSIGNMENTS:
-        logs[assignment] = tmp_path / f"{assignment}.log"
-        status, table = _check_solved(venv, kit, assignment, logs[assignment])
+def test_chaining_every_exercise_runs_on_the_students_own_functions(solved_in_order):
+    """Every solution of 01-07 pasted into the kit's notebooks and checked, in order (`solved_in_order`): each
+    passing notebook saves its functions; exercise 05's demo and all of 08 then run on the student's own
+    functions (the log records each call of a saved function; in the kit no reference of a graded function exists
+    to be called)."""
+    for assignment, (status, table, _) in solved_in_order["runs"].items():
         assert status == 0, f"{assignment}:\n{table}"
         assert "Notes (not graded" not in table, f"{assignment}: a locked cell failed on the student's functions:\n{table}"
         assert "Saved for the later notebooks" in table, table
-    calls = {a: set(p.read_text().splitlines()) if p.exists() else set() for a, p in logs.items()}
+    calls = {a: set(log.read_text().splitlines()) if log.exists() else set()
+             for a, (_, _, log) in solved_in_order["runs"].items()}
     assert "llmcourse.attention.causal_mask <- 03_attention.causal_mask" in calls["05_gpt"], calls["05_gpt"]
     assert ("llmcourse.attention.scaled_dot_product_attention <- 03_attention.scaled_dot_product_attention"
             in calls["05_gpt"]), calls["05_gpt"]
     if "08_your_gpt" in calls:
         assert "llmcourse.generate.greedy_cached <- 05_gpt.generate_greedy_cached" in calls["08_your_gpt"], calls
-    saved = json.loads((_yours_folder(venv) / "index.json").read_text())
+    saved = solved_in_order["saved"]
     assert {v["assignment"] for v in saved.values()} >= {"03_attention", "05_gpt"}, saved
 
 

@@ -336,9 +336,9 @@ def test_term_page_from_two_graded_assignments(graded, reports, tmp_path):
     assert [a["assignment"] for a in term["assignments"]] == [one, two]
     students = {s["student"]: s for s in term["students"]}
     assert set(students) == set(graded[one]["rows"]) | set(graded[two]["rows"])
-    assert students["solution"]["scores"] == {one: 1.0, two: 1.0} and students["solution"]["trend"] == 0
+    assert students["stub"]["scores"] == {one: 0.0, two: 0.0} and students["stub"]["trend"] == 0
     assert all(a["report"] == f"{a['assignment']}/report.html" and a["top_mistake"] for a in term["assignments"])
-    assert "solution" in page_text(tmp_path / "term.html")
+    assert "stub" in page_text(tmp_path / "term.html")
 
 
 def test_grade_command_writes_the_report(graded, tmp_path, monkeypatch, capsys):

@@ -317,7 +317,7 @@ SHIP_CACHE = [  # the functions whose results ship (each entry a few KiB, the to
     "llmcourse.ioi.train", "llmcourse.probes.smollm2_trace", "llmcourse.probes.smollm2_erasure",
     "llmcourse.probes.smollm2_answers", "llmcourse.probes.smollm2_lens", "llmcourse.probes.answer_steps",
     "llmcourse.probes.smollm2_video_heads", "llmcourse.generate.continuations", "llmcourse.sweep.run_sweep",
-    "llmcourse.tokens.shakespeare_bpe",
+    "llmcourse.tokens.shakespeare_bpe", "llmcourse.train.train_shakespeare",
 ]
 
 
@@ -400,8 +400,9 @@ def toy_path(fn: Callable) -> Path:
 def ship(fn: Callable, **config: Any) -> Path:
     """Save the weights of `cached(fn, **config)` (trained if not cached) into the package, for `shipped`.
 
-    The file holds {"key": `cache_key(fn, config)`, "config": the model's config, "state": its weights}: a test
-    retrains with the same config and compares, so that the file cannot go stale when the training code changes.
+    The file holds {"key": `cache_key(fn, config)`, "config": the model's config, "state": its weights}: tests
+    check the key (the file cannot go stale when the training code changes) and that the weights are the book's
+    run in the shipped cache.
     Run `python -m llmcourse.data` to rewrite every shipped model.
     """
     import torch

@@ -156,7 +156,7 @@ def _grade_here(students: list[Path], batch: dict, hide: list[Path], jobs: int |
             _CANARIES[str(work)] = canary = pool.submit(_canary, batch["source"], len(students), setting)
             futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
             try:
-                canary.result()
+                batch["canary"] = canary.result()  # its row, for the caller (pipeline.Rows.canary)
             except BaseException:
                 for future in futures:  # those already running end, unkept
                     future.cancel()

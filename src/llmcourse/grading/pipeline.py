@@ -19,9 +19,16 @@ from llmcourse.grading.feedback import copy_mathjax
 from llmcourse.grading.worker import mark
 
 
+class Rows(list):
+    """A batch's rows, one per student folder, sorted by student; `canary` is the row of the instructor's own
+    solution, graded first through the same path (full marks, or `grade` raised instead of returning), or None
+    where a cluster's workers graded it."""
+    canary: Row | None = None
+
+
 def grade(submissions: Path, assignment: str, out: Path | None = None, feedback: Path | None = None,
           root: Path = REPO, jobs: int | None = None, force: bool = False, limits: Limits | None = None,
-          cache: Path | None = None, progress: bool = True, scheduler=None) -> list[Row]:
+          cache: Path | None = None, progress: bool = True, scheduler=None) -> Rows:
     """Autograde `submissions/<student>/<any name>.ipynb` for `assignment`; write grades.csv and feedback.
 
     The instructor's own solution is graded first through the same path (the canary), the students beside it:
@@ -62,7 +69,8 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
         row.max_score = sum(c.points for c in cells)
     results += [(row, None) for row in refused]
     results.sort(key=lambda r: r[0].student)
-    rows = [row for row, _ in results]
+    rows = Rows(row for row, _ in results)
+    rows.canary = batch.get("canary")
     if out:
         write_csv(rows, Path(out))
     if feedback:
