@@ -5,7 +5,8 @@ Each target runs in its own fresh `git clone` of this repository's HEAD in a tem
 only: commit first), with nothing shared with the checkout: no .venv, no data/, no caches (LLMCOURSE_CACHE is
 unset). Debian packages already installed are not installed again. A row gives the wall-clock time, the
 load average (1/5/15 min) at start and at end, and the goal of issue 31 (`make book` <= 6 min, `make test`
-<= 12 min on 2 cores). The load says how far the time is from a quiet machine's: rerun there to check a goal.
+<= 12 min on 2 cores). Each target's log is kept in _build/make-cold-<target>.log (for `make test`, pytest's
+slowest tests). The load says how far the time is from a quiet machine's: rerun there to check a goal.
 
     .venv/bin/python benchmarks/make_cold.py                  # both (about 20 minutes on 2 quiet cores)
     .venv/bin/python benchmarks/make_cold.py --target test    # one of them
@@ -49,6 +50,9 @@ def time_target(target: str, smoke: bool) -> dict:
             proc = subprocess.run(["make"] + (["-n"] if smoke else []) + [target], cwd=clone, env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - started
+        kept = REPO / "_build" / f"make-cold-{target}.log"  # where the time went (pytest's slowest tests), kept
+        kept.parent.mkdir(exist_ok=True)
+        kept.write_bytes(log.read_bytes())
         if proc.returncode:
             raise RuntimeError(f"make {target} failed in a fresh clone (exit {proc.returncode}):\n"
                                f"{log.read_text(errors='replace')[-3000:]}")

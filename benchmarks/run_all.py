@@ -53,16 +53,18 @@ def render(runs: dict, smoke: bool) -> str:
     """RESULTS.md: the machine, then one table of every benchmark's rows, then when and how each ran."""
     rows = [Result(**r) for name in BENCHMARKS if name in runs for r in runs[name]["rows"]]
     lines = [f"# Benchmark results{' (SMOKE RUN: tiny sizes, the numbers mean nothing)' if smoke else ''}", "",
-             f"Written by `make bench` (benchmarks/run_all.py) on: {common.machine()}.",
+             f"Written by `make bench` (benchmarks/run_all.py); this run on: {common.machine()}. Each "
+             "benchmark's machine is in the table at the end (rows kept from earlier runs keep theirs).",
              "Each ratio compares two things measured in the same run of a benchmark on the same machine. "
              "Wall-clock times on a shared machine are stretched by other work (the load average is given "
              "below); rows that need it also give processor time.", "",
-             common.table(rows), "", "| benchmark | date | commit | minutes | load average before |",
-             "|---|---|---|---:|---|"]
+             common.table(rows), "", "| benchmark | date | commit | minutes | load average before | machine |",
+             "|---|---|---|---:|---|---|"]
     for name in BENCHMARKS:
         if name in runs:
             r = runs[name]
-            lines.append(f"| {name} | {r['date']} | {r['commit']} | {r['seconds'] / 60:.1f} | {r['load']} |")
+            lines.append(f"| {name} | {r['date']} | {r['commit']} | {r['seconds'] / 60:.1f} | {r['load']} | "
+                         f"{r.get('machine', '2 cores (AMD EPYC)')} |")  # runs kept from before had no column
     if NOTES.exists():  # measured analyses written by hand (profiles), kept across runs
         lines += ["", NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"
@@ -95,7 +97,8 @@ def main() -> None:
             continue
         print(common.table(results), flush=True)
         runs[name] = {"rows": [asdict(r) for r in results], "seconds": seconds, "load": load,
-                      "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": commit()}
+                      "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": commit(),
+                      "machine": common.machine().split(", ")[0]}
         store.write_text(json.dumps(runs, indent=1) + "\n")
         args.out.write_text(render(runs, args.smoke))
     print(f"wrote {args.out}")

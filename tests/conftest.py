@@ -26,20 +26,33 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 #
 # `make test` runs the suite on every core (pytest-xdist, `-n auto`). Tests are handed out by file, except two
 # groups that each stay on one worker: the tests that read the built book (one build, read by one process), and
-# the tests that grade (grading users' files in /tmp, which the hostile batch checks are all cleared).
+# the tests that read the session-wide grading of every planted mistake (`graded`: one run, in one process). The
+# other grading tests run beside them: each judges only what its own batch created (its users, its folders), so
+# they pass while another batch grades on the machine (issue 28).
 BOOK_MODULES = {"test_book", "test_browser", "test_kit"}
-GRADING_MODULES = {"test_exercises", "test_cluster", "test_report", "test_benchmarks"}  # and test_grading_*
+GRADED_MODULES = {"test_exercises", "test_report"}
+GRADING_MODULES = {"test_cluster", "test_benchmarks", "test_checks_no_answer"}  # and test_grading_*: they go first
 BOOK_COMMAND = [sys.executable, str(REPO / "book" / "build.py")]
 _background: dict = {}
 
 
 def group_of(module: str) -> str | None:
-    """The group whose tests run one after another on one worker ("book", "grading"), or None."""
+    """The group whose tests run one after another on one worker ("book", "graded"), or None."""
     if module in BOOK_MODULES:
         return "book"
-    if module in GRADING_MODULES or module.startswith("test_grading"):
-        return "grading"
+    if module in GRADED_MODULES:
+        return "graded"
     return None
+
+
+def rank_of(module: str) -> int:
+    """The order in which files are handed out: the longest first (the graded batches, then the other tests that
+    grade), the book's tests last (they wait for the book, which builds in the background meanwhile)."""
+    if module in GRADED_MODULES:
+        return 0
+    if module in GRADING_MODULES or module.startswith("test_grading"):
+        return 1
+    return 3 if module in BOOK_MODULES else 2
 
 
 class GroupsOnOneWorker:
@@ -83,12 +96,11 @@ def _start_book_build() -> None:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The grading tests go first (the longest group), the tests of BOOK_MODULES last, and the book starts
-    building now (unless only collecting)."""
-    rank = {"grading": 0, None: 1, "book": 2}
-    groups = {item: group_of(Path(str(item.path)).stem) for item in items}
-    items.sort(key=lambda item: rank[groups[item]])  # a stable sort: the files keep their order
-    if config.option.collectonly or "book" not in groups.values():
+    """The longest tests go first (`rank_of`), the tests of BOOK_MODULES last, and the book starts building now
+    (unless only collecting)."""
+    modules = {item: Path(str(item.path)).stem for item in items}
+    items.sort(key=lambda item: rank_of(modules[item]))  # a stable sort: the files keep their order
+    if config.option.collectonly or not BOOK_MODULES & set(modules.values()):
         return
     _start_book_build()
 

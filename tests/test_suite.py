@@ -113,11 +113,17 @@ def test_a_failing_page_fails_the_build_and_names_itself(tmp_path):
 
 
 @pytest.mark.parametrize("module, group", [
-    ("test_book", "book"), ("test_browser", "book"), ("test_kit", "book"), ("test_exercises", "grading"),
-    ("test_grading_hostile", "grading"), ("test_grading_edges", "grading"), ("test_cluster", "grading"),
+    ("test_book", "book"), ("test_browser", "book"), ("test_kit", "book"), ("test_exercises", "graded"),
+    ("test_report", "graded"), ("test_grading_hostile", None), ("test_grading_edges", None), ("test_cluster", None),
     ("test_tokens", None), ("test_suite", None)])
 def test_groups_that_stay_on_one_worker(module, group):
     assert conftest.group_of(module) == group
+
+
+def test_the_longest_files_are_handed_out_first():
+    order = sorted(["test_tokens", "test_kit", "test_grading_hostile", "test_report", "test_cluster"],
+                   key=conftest.rank_of)
+    assert order == ["test_report", "test_grading_hostile", "test_cluster", "test_tokens", "test_kit"]
 
 
 def test_the_scheduler_hands_out_files_and_keeps_each_group_whole():
@@ -128,6 +134,7 @@ def test_the_scheduler_hands_out_files_and_keeps_each_group_whole():
         "tests/test_book.py::test_x", "tests/test_kit.py::test_y[1]", "tests/test_exercises.py::test_z",
         "tests/test_grading_hostile.py::test_w", "tests/test_tokens.py::test_a", "tests/test_tokens.py::T::test_b"]}
     assert scopes == {"tests/test_book.py::test_x": "book", "tests/test_kit.py::test_y[1]": "book",
-                      "tests/test_exercises.py::test_z": "grading", "tests/test_grading_hostile.py::test_w": "grading",
+                      "tests/test_exercises.py::test_z": "graded",
+                      "tests/test_grading_hostile.py::test_w": "tests/test_grading_hostile.py",
                       "tests/test_tokens.py::test_a": "tests/test_tokens.py",
                       "tests/test_tokens.py::T::test_b": "tests/test_tokens.py"}
