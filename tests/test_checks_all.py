@@ -3,6 +3,7 @@ it passes the solution, refuses the reference and wrappers around it, says when 
 yet, and names each planted mistake."""
 from __future__ import annotations
 
+import functools
 import re
 
 import nbformat
@@ -26,15 +27,13 @@ VISIBLE = [(a, name, params) for a in grading.assignments(REPO)
            for cell, calls in calls_by_cell(a).items() if not cell.endswith("hidden") for name, params in calls]
 PLANTED = [(a, p) for a in grading.assignments(REPO) for p in planted_for(a)
            if not {name for name, _ in calls_by_cell(a)[planted_for(a)[p]["fails"][0]]} & TRAINS]
-_SOLVED: dict[str, dict] = {}
 
 
+@functools.cache
 def solved(assignment: str) -> dict:
     """The solution notebook's namespace, run once per assignment in this process (08's loads SmolLM2 and
     generates: seconds each time)."""
-    if assignment not in _SOLVED:
-        _SOLVED[assignment] = notebook_namespace(assignment)
-    return _SOLVED[assignment]
+    return notebook_namespace(assignment)
 
 
 @pytest.mark.parametrize("assignment,name,params", [v for v in VISIBLE if v[1] not in TRAINS])
