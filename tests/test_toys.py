@@ -30,6 +30,13 @@ def test_shipped_weights_are_not_stale(module):
         f"or another config: {FIX}")
 
 
+def books_run(module) -> dict:
+    """The chapter's training run of `module` as the book reads it: the shipped cache's entry under its key."""
+    entry = data.SHIPPED_CACHE / f"{data.cache_name(module.train, module.CHAPTER_CONFIG)}.pkl"
+    assert entry.exists(), f"the shipped cache has no training run under the key of {data.toy_path(module.train)}: {FIX}"
+    return pickle.loads(entry.read_bytes())
+
+
 @pytest.mark.parametrize("module", SHIPPED, ids=data.SHIPPED)
 def test_shipped_weights_are_the_books_training_run(module):
     """The weights the exercises open (toys/<module>.pt) are the run the book reads from the shipped cache, under
@@ -40,9 +47,7 @@ def test_shipped_weights_are_the_books_training_run(module):
     an Intel Xeon, the weights shipped from an AMD EPYC drift apart over the 2,000 steps). The next test checks
     the training itself, on any processor."""
     saved = data.shipped(module.train, **module.CHAPTER_CONFIG)
-    entry = data.SHIPPED_CACHE / f"{data.cache_name(module.train, module.CHAPTER_CONFIG)}.pkl"
-    assert entry.exists(), f"the shipped cache has no training run under the key of {data.toy_path(module.train)}: {FIX}"
-    book = pickle.loads(entry.read_bytes())
+    book = books_run(module)
     assert saved["config"] == book["config"] and saved["state"].keys() == book["state"].keys()
     for name, tensor in book["state"].items():
         assert torch.equal(saved["state"][name], tensor), f"weights {name} are not the book's training run: {FIX}"
@@ -56,7 +61,7 @@ def test_training_is_seeded_and_starts_where_the_shipped_run_started(module):
     first, second = module.train(**config), module.train(**config)
     for name, tensor in first["state"].items():
         assert torch.equal(second["state"][name], tensor), f"two seeded runs give different weights {name}"
-    book = pickle.loads((data.SHIPPED_CACHE / f"{data.cache_name(module.train, module.CHAPTER_CONFIG)}.pkl").read_bytes())
+    book = books_run(module)
     assert first["losses"][0] == pytest.approx(book["losses"][0], rel=1e-5), (
         f"the first loss {first['losses'][0]:.6f} is not the shipped run's {book['losses'][0]:.6f}: another model, "
         f"initialisation or data: {FIX}")
