@@ -106,8 +106,8 @@ def measure(n: int, runs=RUNS) -> list[tuple[str, float, bool]]:
 
 def run(smoke: bool = False, n: int = 8) -> list[Result]:
     """Notebooks per minute on a local cluster of 1 and 2 workers, beside this machine grading alone (with as many
-    jobs): the cost of going through Dask. Smoke: 2 notebooks, 1 job and 1 worker."""
-    n = 2 if smoke else n
+    jobs): the cost of going through Dask. Smoke: 1 notebook, 1 job and 1 worker."""
+    n = 1 if smoke else n
     runs = [RUNS[1], RUNS[2]] if smoke else RUNS
     measured = {name: (seconds, same) for name, seconds, same in measure(n, runs)}
     rows = []

@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root, and a session-wide grading run of every planted notebook."""
+"""Shared fixtures: the repository root, the graded batches of every planted mistake, the kit's package; how the
+tests are handed out to the workers."""
 from __future__ import annotations
 
 import sys
@@ -6,14 +7,30 @@ import copy
 import fcntl
 import importlib
 import os
+import pickle
 import re
+import shutil
 import subprocess
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
-import nbformat
-import pytest
+# Under pytest-xdist every core already runs a worker (and the book builds beside them): torch in the tests and in
+# the processes they start computes on one thread, instead of threads that wait for each other's core. Set before
+# torch is imported; the book's build keeps the environment `make book` gives it (`book_env`).
+ONE_THREAD = bool(os.environ.get("PYTEST_XDIST_WORKER")) and "OMP_NUM_THREADS" not in os.environ
+if ONE_THREAD:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
-from llmcourse import grading
+
+def book_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not (ONE_THREAD and k == "OMP_NUM_THREADS")}
+
+
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+
+from llmcourse import grading  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,40 +41,56 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 # starts in the background as soon as the tests are collected (book/build.py, as `make book`: the chapters execute
 # in parallel, then jupyter-book renders), the tests that need it run last, and the others run meanwhile.
 #
-# `make test` runs the suite on every core (pytest-xdist, `-n auto`). Tests are handed out by file, except two
-# groups that each stay on one worker: the tests that read the built book (one build, read by one process), and
-# the tests that read the session-wide grading of every planted mistake (`graded`: one run, in one process). The
-# other grading tests run beside them: each judges only what its own batch created (its users, its folders), so
-# they pass while another batch grades on the machine (issue 28).
+# `make test` runs the suite on every core (pytest-xdist, `-n auto`). Tests are handed out by file, except that
+# the tests that read the built book stay together on one worker (one build, read by one process), and the tests
+# of the graded batches (`graded`: every planted mistake of an assignment graded in one run) go out per
+# assignment, the longest batch first, so that both workers grade. The other grading tests run beside them: each
+# judges only what its own batch created (its users, its folders), so they pass while another batch grades on the
+# machine (issue 28).
 BOOK_MODULES = {"test_book", "test_browser", "test_kit"}
 GRADED_MODULES = {"test_exercises", "test_report"}
-GRADING_MODULES = {"test_cluster", "test_benchmarks", "test_checks_no_answer"}  # and test_grading_*: they go first
+GRADING_MODULES = {"test_cluster", "test_benchmarks", "test_checks_no_answer", "test_kit_venv"}  # and test_grading_*
+LONGEST_BATCH_FIRST = ["08_your_gpt"]  # its batch trains GPTs: the longest by far
 BOOK_COMMAND = [sys.executable, str(REPO / "book" / "build.py")]
 _background: dict = {}
 
 
-def group_of(module: str) -> str | None:
-    """The group whose tests run one after another on one worker ("book", "graded"), or None."""
+def assignment_of(nodeid: str) -> str | None:
+    """The assignment a test's parameters start with (tests/test_x.py::test_y[03_attention-...]), or None."""
+    found = re.search(r"\[(\d\d_[^\]\-]+)", nodeid)
+    return found.group(1) if found else None
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of tests that goes to one worker: "book" for the tests of the built book, "graded <assignment>" for
+    the tests of one assignment's graded batch, otherwise the test's file."""
+    path = nodeid.split("::", 1)[0]
+    module = Path(path).stem
     if module in BOOK_MODULES:
         return "book"
-    if module in GRADED_MODULES:
-        return "graded"
-    return None
+    if module in GRADED_MODULES and assignment_of(nodeid):
+        return f"graded {assignment_of(nodeid)}"
+    return path
 
 
-def rank_of(module: str) -> int:
-    """The order in which files are handed out: the longest first (the graded batches, then the other tests that
-    grade), the book's tests last (they wait for the book, which builds in the background meanwhile)."""
+def rank_of(nodeid: str) -> tuple:
+    """The order in which tests are handed out: the longest first (the graded batches, one assignment at a time,
+    then the other tests that grade), the book's tests last (they wait for the book, which builds in the
+    background meanwhile). The graded modules' tests of several assignments come after those of one."""
+    module = Path(nodeid.split("::", 1)[0]).stem
     if module in GRADED_MODULES:
-        return 0
+        assignment = assignment_of(nodeid)
+        if assignment is None:
+            return (1,)
+        return (0, assignment not in LONGEST_BATCH_FIRST)
     if module in GRADING_MODULES or module.startswith("test_grading"):
-        return 1
-    return 3 if module in BOOK_MODULES else 2
+        return (1,)
+    return (3,) if module in BOOK_MODULES else (2,)
 
 
 class GroupsOnOneWorker:
-    """Under pytest-xdist: a file per worker at a time, each group of `group_of` as one unit (in the
-    controller; xdist's own `--dist loadgroup` does not group under pytest 9.2)."""
+    """Under pytest-xdist: a unit of `scope_of` per worker at a time (in the controller; xdist's own `--dist
+    loadgroup` does not group under pytest 9.2)."""
 
     @staticmethod
     def scheduling():
@@ -65,8 +98,7 @@ class GroupsOnOneWorker:
 
         class GroupScheduling(LoadScopeScheduling):
             def _split_scope(self, nodeid: str) -> str:
-                path = nodeid.split("::", 1)[0]
-                return group_of(Path(path).stem) or path
+                return scope_of(nodeid)
 
         return GroupScheduling
 
@@ -92,14 +124,15 @@ def _start_book_build() -> None:
         return
     _background["starter"] = starter  # held until this process ends
     _background["log"] = log = open(REPO / "_build" / "book-build.log", "w")
-    _background["proc"] = subprocess.Popen(BOOK_COMMAND, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    _background["proc"] = subprocess.Popen(BOOK_COMMAND, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                           env=book_env())
 
 
 def pytest_collection_modifyitems(session, config, items):
     """The longest tests go first (`rank_of`), the tests of BOOK_MODULES last, and the book starts building now
     (unless only collecting)."""
     modules = {item: Path(str(item.path)).stem for item in items}
-    items.sort(key=lambda item: rank_of(modules[item]))  # a stable sort: the files keep their order
+    items.sort(key=lambda item: rank_of(item.nodeid))  # a stable sort: the files keep their order
     if config.option.collectonly or not BOOK_MODULES & set(modules.values()):
         return
     _start_book_build()
@@ -133,7 +166,7 @@ def build_book() -> Path:
         _background["log"].close()
         output = (REPO / "_build" / "book-build.log").read_text(errors="replace")
     else:
-        result = subprocess.run(BOOK_COMMAND, cwd=REPO, capture_output=True, text=True)
+        result = subprocess.run(BOOK_COMMAND, cwd=REPO, capture_output=True, text=True, env=book_env())
         code, output = result.returncode, result.stdout + result.stderr
     problems = [line for line in output.splitlines()
                 if re.search(r"WARNING|ERROR|FAILED|Traceback", line) and "without encryption" not in line]
@@ -148,9 +181,73 @@ def built_book_html() -> Path:
     return build_book()
 
 
+def run_folder(tmp_path_factory) -> Path:
+    """A folder of this test run that all its workers share (under pytest-xdist each worker has its own temporary
+    folder inside it); another run has another."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name` of this run, made by `build(folder)` by the first worker that asks; the others wait for it
+    (a file lock), then read it."""
+    root = run_folder(tmp_path_factory)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def kit_package(tmp_path_factory) -> Path:
+    """The student kit's package (`kit.save_package`: the stubbed modules and the recorded results of every
+    visible check, about a minute), built once for the tests of the kit (test_kit, test_kit_venv,
+    test_checks_no_answer)."""
+    from llmcourse.grading import kit
+
+    return built_once(tmp_path_factory, "kit-package", lambda folder: kit.save_package(
+        folder, kit.released_notebooks(REPO)))
+
+
 def planted_for(assignment: str) -> dict:
     """The planted mistakes of an assignment: tests/planted/p<assignment>.py."""
     return importlib.import_module(f"planted.p{assignment}").PLANTED
+
+
+TRAINS = {"check_train_gpt"}  # checks that train a model (a minute of CPU): judged only in the graded batches
+
+
+def checks_of_cell(assignment: str) -> dict[str, set[str]]:
+    """{test cell's grade_id: the checks it calls}, from the solution notebook."""
+    from llmcourse.grading import judge
+
+    nb = nbformat.read(next((REPO / "solutions" / assignment).glob("*.ipynb")), as_version=4)
+    return {cell.grade_id: {name for name, _ in cell.calls} for cell in judge.test_cells(nb)}
+
+
+def trains(assignment: str, spec: dict) -> bool:
+    """Whether judging a planted mistake as its spec says needs a model trained (a cell it fails or keeps calls
+    a check of TRAINS)."""
+    calls = checks_of_cell(assignment)
+    return any(calls[cell] & TRAINS for cell in spec["fails"] + spec["keeps"])
+
+
+def in_the_batch(assignment: str) -> list[str]:
+    """The planted mistakes graded through the whole pipeline (`graded`): the first of each answer cell, so that
+    every answer cell's judging goes through the kernel, nbgrader and the feedback page once, and every one whose
+    judging needs a trained model. Every planted mistake is judged by the same judge, the kernel's side run in
+    the test's process, by test_checks_all.py."""
+    chosen, cells = [], set()
+    for name, spec in planted_for(assignment).items():
+        if spec["cell"] not in cells or trains(assignment, spec):
+            chosen.append(name)
+            cells.add(spec["cell"])
+    return chosen
 
 
 def plant(solution: nbformat.NotebookNode, cell_id: str, source: str) -> nbformat.NotebookNode:
@@ -191,29 +288,63 @@ def unsolve(nb: nbformat.NotebookNode, cell_ids: list[str], release: nbformat.No
     return nb
 
 
-@pytest.fixture(scope="session")
-def graded(tmp_path_factory) -> dict[str, dict]:
-    """For every assignment: grade the untouched student notebook and each planted mistake in one `llmcourse
-    grade` run, whose canary is the solution (graded first through the same path: full marks, or the batch
-    raises). Returns {assignment: {"rows": {student: Row}, "canary": Row, "feedback": dir, "inputs": dir}}.
+def grade_planted(assignment: str, base: Path) -> dict:
+    """Grade the untouched student notebook and the planted mistakes of `assignment` (`in_the_batch`) in one
+    `llmcourse grade` run in `base`, whose canary is the solution (graded first through the same path: full marks, or the batch raises).
+    Returns {"rows": {student: Row}, "canary": Row, "feedback": dir, "inputs": dir, "csv": path}.
 
     A planted mistake's spec may name answer cells to leave unsolved ("unsolved"): cells its test does not
     judge, whose work (08's GPT training, a minute of CPU) would only cost time."""
-    results = {}
-    for assignment in grading.assignments(REPO):
-        base = tmp_path_factory.mktemp(f"grade-{assignment}")
-        subs = base / "submissions"
-        solution_path = next((REPO / "solutions" / assignment).glob("*.ipynb"))
-        solution = nbformat.read(solution_path, as_version=4)
-        (subs / "stub").mkdir(parents=True)
-        release_path = next((REPO / "exercises" / assignment).glob("*.ipynb"))
-        (subs / "stub" / release_path.name).write_bytes(release_path.read_bytes())
-        release = nbformat.read(release_path, as_version=4)
-        for name, spec in planted_for(assignment).items():
-            (subs / name).mkdir()
-            nb = unsolve(plant(solution, spec["cell"], spec["source"]), spec.get("unsolved", []), release)
-            nbformat.write(nb, subs / name / "work.ipynb")
-        rows = grading.grade(subs, assignment, out=base / "grades.csv", feedback=base / "feedback", progress=False)
-        results[assignment] = {"rows": {r.student: r for r in rows}, "canary": rows.canary,
-                               "feedback": base / "feedback", "inputs": subs, "csv": base / "grades.csv"}
-    return results
+    subs = base / "submissions"
+    solution = nbformat.read(next((REPO / "solutions" / assignment).glob("*.ipynb")), as_version=4)
+    (subs / "stub").mkdir(parents=True)
+    release_path = next((REPO / "exercises" / assignment).glob("*.ipynb"))
+    (subs / "stub" / release_path.name).write_bytes(release_path.read_bytes())
+    release = nbformat.read(release_path, as_version=4)
+    for name in in_the_batch(assignment):
+        spec = planted_for(assignment)[name]
+        (subs / name).mkdir()
+        nb = unsolve(plant(solution, spec["cell"], spec["source"]), spec.get("unsolved", []), release)
+        nbformat.write(nb, subs / name / "work.ipynb")
+    rows = grading.grade(subs, assignment, out=base / "grades.csv", feedback=base / "feedback", progress=False)
+    return {"rows": {r.student: r for r in rows}, "canary": rows.canary, "feedback": base / "feedback",
+            "inputs": subs, "csv": base / "grades.csv"}
+
+
+class GradedBatches(Mapping):
+    """{assignment: its graded batch (`grade_planted`)}, each graded when first asked for, once per test run: by
+    the worker that asks first, the others waiting for it (`built_once`), then reading its result."""
+
+    def __init__(self, tmp_path_factory):
+        self.factory, self.loaded = tmp_path_factory, {}
+
+    def __getitem__(self, assignment: str) -> dict:
+        if assignment not in grading.assignments(REPO):
+            raise KeyError(assignment)
+        if assignment not in self.loaded:
+            folder = built_once(self.factory, f"graded-{assignment}", lambda base: self._grade(assignment, base))
+            saved = pickle.loads((folder / "result.pickle").read_bytes())
+            if "error" in saved:
+                raise RuntimeError(f"grading the planted batch of {assignment} failed:\n{saved['error']}")
+            self.loaded[assignment] = saved
+        return self.loaded[assignment]
+
+    @staticmethod
+    def _grade(assignment: str, base: Path) -> None:
+        try:
+            saved = grade_planted(assignment, base)
+        except Exception:  # kept, so that the other tests of this batch say why instead of grading it again
+            saved = {"error": traceback.format_exc()}
+        (base / "result.pickle").write_bytes(pickle.dumps(saved))
+
+    def __iter__(self):
+        return iter(grading.assignments(REPO))
+
+    def __len__(self) -> int:
+        return len(grading.assignments(REPO))
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory) -> GradedBatches:
+    """Every assignment's planted batch, graded when a test first reads it (`GradedBatches`)."""
+    return GradedBatches(tmp_path_factory)

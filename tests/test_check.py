@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from llmcourse import cli
 from llmcourse.grading import check
-from test_kit import paste_solutions
+from test_kit_venv import paste_solutions
 
 ASSIGNMENT = "01_tokens"
 RELEASED = REPO / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"

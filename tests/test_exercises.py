@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 
-from conftest import REPO, planted_for
+from conftest import REPO, in_the_batch, planted_for
 from llmcourse import grading
 
 
@@ -80,7 +80,7 @@ def test_untouched_student_notebook_gets_zero(graded, assignment):
     assert "not written yet" in row.message
 
 
-@pytest.mark.parametrize("assignment,planted", [(a, p) for a in ASSIGNMENTS for p in planted_for(a)])
+@pytest.mark.parametrize("assignment,planted", [(a, p) for a in ASSIGNMENTS for p in in_the_batch(a)])
 def test_planted_mistake_loses_its_points_and_is_named(graded, assignment, planted):
     spec = planted_for(assignment)[planted]
     row = graded[assignment]["rows"][planted]

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 import torch
 
-from conftest import REPO, planted_for
+from conftest import REPO, in_the_batch, planted_for
 from llmcourse import checks, cli, grading
 from llmcourse.checks.core import CheckFailed
 from llmcourse.grading import report
@@ -235,17 +235,27 @@ def test_report_command_says_what_is_missing(tmp_path, capsys):
 
 # --- the report of every assignment's graded batch --------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def reports(graded, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
-    """The report of each assignment's graded batch, in a folder of its own (links to the feedback relative)."""
-    out = {}
-    for assignment, result in graded.items():
-        page = tmp_path_factory.mktemp(f"report-{assignment}") / "report.html"
+class Reports(dict):
+    """{assignment: (the report's JSON, its page)} of each assignment's graded batch, written when first asked for,
+    in a folder of its own (links to the feedback relative)."""
+
+    def __init__(self, graded, tmp_path_factory):
+        super().__init__()
+        self.graded, self.factory = graded, tmp_path_factory
+
+    def __missing__(self, assignment: str) -> tuple[dict, Path]:
+        result = self.graded[assignment]
+        page = self.factory.mktemp(f"report-{assignment}") / "report.html"
         rows = sorted(result["rows"].values(), key=lambda r: r.student)
         report.write_report(rows, page, assignment, feedback=result["feedback"], csv_path=result["csv"],
                             limits=grading.Limits())
-        out[assignment] = (json.loads(page.with_suffix(".json").read_text(encoding="utf-8")), page)
-    return out
+        self[assignment] = (json.loads(page.with_suffix(".json").read_text(encoding="utf-8")), page)
+        return self[assignment]
+
+
+@pytest.fixture(scope="session")
+def reports(graded, tmp_path_factory) -> Reports:
+    return Reports(graded, tmp_path_factory)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -278,7 +288,8 @@ def test_each_planted_mistake_appears_with_its_count(graded, reports, assignment
     data, page = reports[assignment]
     rows = csv_rows(graded[assignment]["csv"])
     text = page_text(page)
-    for planted, spec in planted_for(assignment).items():
+    for planted in in_the_batch(assignment):
+        spec = planted_for(assignment)[planted]
         row = next(r for r in rows if r["student"] == planted)
         named = [c for c in data["cells"]
                  if not c["hidden"] and spec["message"] in csv_cell_message(row, c["grade_id"])]

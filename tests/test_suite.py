@@ -112,29 +112,34 @@ def test_a_failing_page_fails_the_build_and_names_itself(tmp_path):
     assert "FAILED book/b.md" in result.stdout and "ZeroDivisionError" in result.stdout
 
 
-@pytest.mark.parametrize("module, group", [
-    ("test_book", "book"), ("test_browser", "book"), ("test_kit", "book"), ("test_exercises", "graded"),
-    ("test_report", "graded"), ("test_grading_hostile", None), ("test_grading_edges", None), ("test_cluster", None),
-    ("test_tokens", None), ("test_suite", None)])
-def test_groups_that_stay_on_one_worker(module, group):
-    assert conftest.group_of(module) == group
+@pytest.mark.parametrize("nodeid, scope", [
+    ("tests/test_book.py::test_x", "book"), ("tests/test_browser.py::test_y[book/01_tokens.html]", "book"),
+    ("tests/test_kit.py::test_y[1]", "book"),
+    ("tests/test_exercises.py::test_z[03_attention]", "graded 03_attention"),
+    ("tests/test_exercises.py::test_z[03_attention-attention_no_scale]", "graded 03_attention"),
+    ("tests/test_report.py::test_z[08_your_gpt]", "graded 08_your_gpt"),
+    ("tests/test_exercises.py::test_grades_csv", "tests/test_exercises.py"),
+    ("tests/test_grading_hostile.py::test_w", "tests/test_grading_hostile.py"),
+    ("tests/test_kit_venv.py::test_v[01_tokens]", "tests/test_kit_venv.py"),
+    ("tests/test_tokens.py::test_a", "tests/test_tokens.py"), ("tests/test_tokens.py::T::test_b", "tests/test_tokens.py")])
+def test_what_goes_to_one_worker_together(nodeid, scope):
+    """The book's tests stay on one worker; the graded batches' tests go out one assignment at a time; other tests
+    by file."""
+    assert conftest.scope_of(nodeid) == scope
 
 
-def test_the_longest_files_are_handed_out_first():
-    order = sorted(["test_tokens", "test_kit", "test_grading_hostile", "test_report", "test_cluster"],
-                   key=conftest.rank_of)
-    assert order == ["test_report", "test_grading_hostile", "test_cluster", "test_tokens", "test_kit"]
+def test_the_longest_tests_are_handed_out_first():
+    order = sorted(["tests/test_tokens.py::t", "tests/test_kit.py::t", "tests/test_grading_hostile.py::t",
+                    "tests/test_report.py::t[01_tokens]", "tests/test_exercises.py::t[08_your_gpt-x]",
+                    "tests/test_exercises.py::t_all", "tests/test_cluster.py::t"], key=conftest.rank_of)
+    assert order == ["tests/test_exercises.py::t[08_your_gpt-x]", "tests/test_report.py::t[01_tokens]",
+                     "tests/test_grading_hostile.py::t", "tests/test_exercises.py::t_all", "tests/test_cluster.py::t",
+                     "tests/test_tokens.py::t", "tests/test_kit.py::t"]
 
 
-def test_the_scheduler_hands_out_files_and_keeps_each_group_whole():
+def test_the_scheduler_hands_out_the_scopes():
     pytest.importorskip("xdist")
     scheduling = conftest.GroupsOnOneWorker.scheduling()
     scheduler = scheduling.__new__(scheduling)  # _split_scope reads no state
-    scopes = {nodeid: scheduler._split_scope(nodeid) for nodeid in [
-        "tests/test_book.py::test_x", "tests/test_kit.py::test_y[1]", "tests/test_exercises.py::test_z",
-        "tests/test_grading_hostile.py::test_w", "tests/test_tokens.py::test_a", "tests/test_tokens.py::T::test_b"]}
-    assert scopes == {"tests/test_book.py::test_x": "book", "tests/test_kit.py::test_y[1]": "book",
-                      "tests/test_exercises.py::test_z": "graded",
-                      "tests/test_grading_hostile.py::test_w": "tests/test_grading_hostile.py",
-                      "tests/test_tokens.py::test_a": "tests/test_tokens.py",
-                      "tests/test_tokens.py::T::test_b": "tests/test_tokens.py"}
+    assert scheduler._split_scope("tests/test_report.py::test_z[05_gpt]") == "graded 05_gpt"
+    assert scheduler._split_scope("tests/test_tokens.py::T::test_b") == "tests/test_tokens.py"

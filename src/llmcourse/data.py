@@ -316,7 +316,8 @@ SHIP_CACHE = [  # the functions whose results ship (each entry a few KiB, the to
     "llmcourse.facts.train", "llmcourse.facts.erasure_survey", "llmcourse.facts.erasure_curve",
     "llmcourse.ioi.train", "llmcourse.probes.smollm2_trace", "llmcourse.probes.smollm2_erasure",
     "llmcourse.probes.smollm2_answers", "llmcourse.probes.smollm2_lens", "llmcourse.probes.answer_steps",
-    "llmcourse.probes.smollm2_video_heads", "llmcourse.generate.continuations", "llmcourse.sweep.run_sweep",
+    "llmcourse.probes.smollm2_video_heads", "llmcourse.generate.continuations",
+    "llmcourse.generate.kv_cache_benchmark", "llmcourse.sweep.run_sweep",
     "llmcourse.tokens.shakespeare_bpe", "llmcourse.train.train_shakespeare",
 ]
 

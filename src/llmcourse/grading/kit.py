@@ -24,6 +24,7 @@ import ast
 import base64
 import hashlib
 import io
+import json
 import re
 import shutil
 import tempfile
@@ -81,8 +82,10 @@ def released_notebooks(root: Path = REPO) -> dict[str, Path]:
     return out
 
 
-def build_kit(out: Path, root: Path = REPO, book: Path | None = None, force: bool = False, log=print) -> Path:
-    """Build the student kit into `out` (see the module docstring); returns the wheel's path."""
+def build_kit(out: Path, root: Path = REPO, book: Path | None = None, force: bool = False, log=print,
+              package: Path | None = None) -> Path:
+    """Build the student kit into `out` (see the module docstring); returns the wheel's path. `package`: a folder
+    where `save_package` built the kit's package before (the tests build it once for all of them)."""
     started = time.time()
     out = Path(out).resolve()
     book = Path(book) if book else root / "_build" / "html"
@@ -102,16 +105,30 @@ def build_kit(out: Path, root: Path = REPO, book: Path | None = None, force: boo
     shutil.copytree(book, out / "book", ignore=shutil.ignore_patterns(".buildinfo", "*.ipynb_checkpoints"))
 
     with tempfile.TemporaryDirectory(prefix="llmcourse-kit-") as tmp:
-        site = Path(tmp) / "site"
-        stubbed, where = build_package(site, notebooks)
+        if package is None:
+            package = save_package(Path(tmp), notebooks)
+        stubbed, where = load_package(package)
         log("stubbed: " + "; ".join(f"{m.split('.')[-1]}: {', '.join(sorted(n))}" for m, n in sorted(stubbed.items())))
-        wheel = write_wheel(site, out)
+        wheel = write_wheel(package / "site", out)
     for page, names in redact_book(out / "book", reference_bodies(stubbed), where).items():
         log(f"book/{page}: left out the printed code of {', '.join(names)} (an exercise's answer)")
     (out / "requirements.txt").write_text(kit_requirements(root, wheel.name), encoding="utf-8")
     (out / "README.md").write_text(student_readme(list(notebooks), wheel.name), encoding="utf-8")
     log(f"kit in {out} ({time.time() - started:.0f} s): {len(notebooks)} exercises, {wheel.name}, book/")
     return wheel
+
+
+def save_package(folder: Path, notebooks: dict[str, Path]) -> Path:
+    """`build_package` into folder/site, with what it stubbed and where (folder/stubbed.json); returns `folder`."""
+    stubbed, where = build_package(folder / "site", notebooks)
+    (folder / "stubbed.json").write_text(json.dumps({"stubbed": stubbed, "where": where}), encoding="utf-8")
+    return folder
+
+
+def load_package(folder: Path) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """What `save_package` stubbed, and where: (module -> stubbed names, module -> {name: exercise})."""
+    saved = json.loads((folder / "stubbed.json").read_text(encoding="utf-8"))
+    return saved["stubbed"], saved["where"]
 
 
 def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
