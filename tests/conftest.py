@@ -240,11 +240,11 @@ def trains(assignment: str, spec: dict) -> bool:
 def in_the_batch(assignment: str) -> list[str]:
     """The planted mistakes graded through the whole pipeline (`graded`): the first of each answer cell, so that
     every answer cell's judging goes through the kernel, nbgrader and the feedback page once, and every one whose
-    judging needs a trained model. Every planted mistake is judged by the same judge, the kernel's side run in
+    judging needs a trained model, unless its spec says `batch=False` (and where else it is tested). Every planted mistake is judged by the same judge, the kernel's side run in
     the test's process, by test_checks_all.py."""
     chosen, cells = [], set()
     for name, spec in planted_for(assignment).items():
-        if spec["cell"] not in cells or trains(assignment, spec):
+        if spec.get("batch", True) and (spec["cell"] not in cells or trains(assignment, spec)):
             chosen.append(name)
             cells.add(spec["cell"])
     return chosen
@@ -291,7 +291,8 @@ def unsolve(nb: nbformat.NotebookNode, cell_ids: list[str], release: nbformat.No
 def grade_planted(assignment: str, base: Path) -> dict:
     """Grade the untouched student notebook and the planted mistakes of `assignment` (`in_the_batch`) in one
     `llmcourse grade` run in `base`, whose canary is the solution (graded first through the same path: full marks, or the batch raises).
-    Returns {"rows": {student: Row}, "canary": Row, "feedback": dir, "inputs": dir, "csv": path}.
+    Returns {"rows": {student: Row}, "canary": Row, "canary_page": its feedback page (HTML), "feedback": dir,
+    "inputs": dir, "csv": path}.
 
     A planted mistake's spec may name answer cells to leave unsolved ("unsolved"): cells its test does not
     judge, whose work (08's GPT training, a minute of CPU) would only cost time."""
@@ -307,7 +308,8 @@ def grade_planted(assignment: str, base: Path) -> dict:
         nb = unsolve(plant(solution, spec["cell"], spec["source"]), spec.get("unsolved", []), release)
         nbformat.write(nb, subs / name / "work.ipynb")
     rows = grading.grade(subs, assignment, out=base / "grades.csv", feedback=base / "feedback", progress=False)
-    return {"rows": {r.student: r for r in rows}, "canary": rows.canary, "feedback": base / "feedback",
+    return {"rows": {r.student: r for r in rows}, "canary": rows.canary, "canary_page": rows.canary_page,
+            "feedback": base / "feedback",
             "inputs": subs, "csv": base / "grades.csv"}
 
 

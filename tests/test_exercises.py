@@ -124,7 +124,8 @@ def test_grades_csv_has_one_row_per_student(graded):
 
 
 def test_feedback_shows_what_the_trained_gpt_writes(graded):
-    """08_your_gpt's grader trains nothing itself: it loads the recorded weights and draws a seeded sample."""
-    text = page_text(graded["08_your_gpt"]["feedback"] / "silu_on_up.html")  # a mistake that training does not use
+    """08_your_gpt's grader trains nothing itself: it loads the recorded weights and draws a seeded sample (on the
+    page of a passing training: the canary's), and draws none from a model that failed its test."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", graded["08_your_gpt"]["canary_page"]))
     assert "Your GPT's loss on the held-out text" in text and "What it writes" in text
-    assert "What it writes" not in page_text(graded["08_your_gpt"]["feedback"] / "evaluated_on_training_text.html")
+    assert "What it writes" not in page_text(graded["08_your_gpt"]["feedback"] / "train_without_causal_mask.html")

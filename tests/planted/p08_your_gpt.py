@@ -107,7 +107,7 @@ def rms_norm(x, weight, eps):
 def swiglu(x, w_gate, w_up, w_down):
     return ((x @ w_gate.T) * torch.nn.functional.silu(x @ w_up.T)) @ w_down.T
 ''',
-        fails=["test_swiglu"] + PARTS, keeps=OTHERS["swiglu"] + ["test_train_gpt"],  # its page shows a trained GPT
+        fails=["test_swiglu"] + PARTS, keeps=OTHERS["swiglu"],
         message="SiLU is on the wrong branch"),
     "rope_on_values": dict(
         cell="llama_forward",
@@ -117,11 +117,10 @@ def swiglu(x, w_gate, w_up, w_down):
         message="RoPE is applied to the values"),
 }
 
-# The other mistakes in the model's parts leave train_gpt as released when graded (tests/conftest.py, `graded`):
-# their training is the solution's, a minute of CPU each that no assertion reads.
-for _name, _spec in PLANTED.items():
-    if _name != "silu_on_up":
-        _spec["unsolved"] = ["train_gpt"]
+# The mistakes in the model's parts leave train_gpt as released when graded (tests/conftest.py, `graded`): their
+# training is the solution's, a minute of CPU each that no assertion reads (the canary's page shows the trained GPT).
+for _spec in PLANTED.values():
+    _spec["unsolved"] = ["train_gpt"]
 
 # Training your own GPT (section 8): mistakes that only the trained weights show, judged outside the kernel.
 TRAIN_CELLS = ["test_rms_norm", "test_rope", "test_gqa_attention", "test_swiglu", "test_parts_hidden",
@@ -174,5 +173,8 @@ def train_gpt(steps, seed):
     return params, val_loss
 ''',
         fails=["test_train_gpt"], keeps=TRAIN_CELLS + ["test_gpt_logits", "test_train_parts_hidden"],
-        message="is your model's loss on the training text"),
+        message="is your model's loss on the training text",
+        # not graded in the batch (a minute of training): the judge's verdict on a loss measured on the training
+        # text is tested on the book's trained run (test_checks_yourgpt), the kit's by test_kit_venv
+        batch=False),
 })

@@ -156,7 +156,7 @@ def _grade_here(students: list[Path], batch: dict, hide: list[Path], jobs: int |
             _CANARIES[str(work)] = canary = pool.submit(_canary, batch["source"], len(students), setting)
             futures = [pool.submit(_grade_one, folder, i, setting) for i, folder in enumerate(students)]
             try:
-                batch["canary"] = canary.result()  # its row, for the caller (pipeline.Rows.canary)
+                batch["canary"], batch["canary_page"] = canary.result()  # for the caller (pipeline.Rows)
             except BaseException:
                 for future in futures:  # those already running end, unkept
                     future.cancel()
@@ -260,16 +260,17 @@ def _canary_passed(s: dict) -> bool:
     return canary is None or canary.exception() is None
 
 
-def _canary(source: Path, index: int, s: dict) -> Row:
+def _canary(source: Path, index: int, s: dict) -> tuple[Row, str | None]:
     """Grade the instructor's own solution first, through the same sandbox, limits and judging. Unless it
     gets full marks, the machine cannot grade: raise with what went wrong and how to fix it. Students graded
-    meanwhile wait for its verdict before anything of theirs is kept (`_canary_passed`)."""
+    meanwhile wait for its verdict before anything of theirs is kept (`_canary_passed`). Returns its row and
+    its feedback page."""
     folder = s["work"] / "canary" / CANARY
     folder.mkdir(parents=True)
     shutil.copyfile(source, folder / source.name)
-    row, _ = _grade_one(folder, index, s)
+    row, page = _grade_one(folder, index, s)
     if row.clean and row.score == row.max_score:
-        return row
+        return row, page
     raise GradingEnvironmentError(explain_canary(row, s["assignment"], s["limits"]))
 
 

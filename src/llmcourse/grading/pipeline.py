@@ -22,8 +22,10 @@ from llmcourse.grading.worker import mark
 class Rows(list):
     """A batch's rows, one per student folder, sorted by student; `canary` is the row of the instructor's own
     solution, graded first through the same path (full marks, or `grade` raised instead of returning), or None
-    where a cluster's workers graded it."""
+    where a cluster's workers graded it; `canary_page` its feedback page (HTML, written nowhere: a full-marks page
+    as students see it)."""
     canary: Row | None = None
+    canary_page: str | None = None
 
 
 def grade(submissions: Path, assignment: str, out: Path | None = None, feedback: Path | None = None,
@@ -70,7 +72,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     results += [(row, None) for row in refused]
     results.sort(key=lambda r: r[0].student)
     rows = Rows(row for row, _ in results)
-    rows.canary = batch.get("canary")
+    rows.canary, rows.canary_page = batch.get("canary"), batch.get("canary_page")
     if out:
         write_csv(rows, Path(out))
     if feedback:
