@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import copy
 import fcntl
+import functools
 import importlib
 import os
 import pickle
@@ -222,19 +223,20 @@ def planted_for(assignment: str) -> dict:
 TRAINS = {"check_train_gpt"}  # checks that train a model (a minute of CPU): judged only in the graded batches
 
 
-def checks_of_cell(assignment: str) -> dict[str, set[str]]:
-    """{test cell's grade_id: the checks it calls}, from the solution notebook."""
+@functools.cache
+def calls_by_cell(assignment: str) -> dict[str, list[tuple[str, dict]]]:
+    """{test cell's grade_id: the check calls it makes, (check name, params)}, from the solution notebook."""
     from llmcourse.grading import judge
 
     nb = nbformat.read(next((REPO / "solutions" / assignment).glob("*.ipynb")), as_version=4)
-    return {cell.grade_id: {name for name, _ in cell.calls} for cell in judge.test_cells(nb)}
+    return {cell.grade_id: cell.calls for cell in judge.test_cells(nb)}
 
 
 def trains(assignment: str, spec: dict) -> bool:
     """Whether judging a planted mistake as its spec says needs a model trained (a cell it fails or keeps calls
     a check of TRAINS)."""
-    calls = checks_of_cell(assignment)
-    return any(calls[cell] & TRAINS for cell in spec["fails"] + spec["keeps"])
+    calls = calls_by_cell(assignment)
+    return any(name in TRAINS for cell in spec["fails"] + spec["keeps"] for name, _ in calls[cell])
 
 
 def in_the_batch(assignment: str) -> list[str]:

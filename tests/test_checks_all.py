@@ -9,15 +9,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import REPO, TRAINS, notebook_namespace, planted_for, trains
+from conftest import REPO, TRAINS, calls_by_cell, notebook_namespace, planted_for, trains
 from llmcourse import checks, grading
 from llmcourse.checks.core import GRADING_ENV
 from llmcourse.grading import judge
-
-
-def calls_by_cell(assignment: str) -> dict[str, list[tuple[str, dict]]]:
-    nb = nbformat.read(next((REPO / "solutions" / assignment).glob("*.ipynb")), as_version=4)
-    return {cell.grade_id: cell.calls for cell in judge.test_cells(nb)}
 
 
 # A check that trains a model for a minute of CPU (08's check_train_gpt, conftest.TRAINS) is run here only where
