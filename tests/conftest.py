@@ -69,9 +69,8 @@ def scope_of(nodeid: str) -> str:
     module = Path(path).stem
     if module in BOOK_MODULES:
         return "book"
-    if module in GRADED_MODULES and assignment_of(nodeid):
-        return f"graded {assignment_of(nodeid)}"
-    return path
+    assignment = assignment_of(nodeid) if module in GRADED_MODULES else None
+    return f"graded {assignment}" if assignment else path
 
 
 def rank_of(nodeid: str) -> tuple:
@@ -242,8 +241,9 @@ def trains(assignment: str, spec: dict) -> bool:
 def in_the_batch(assignment: str) -> list[str]:
     """The planted mistakes graded through the whole pipeline (`graded`): the first of each answer cell, so that
     every answer cell's judging goes through the kernel, nbgrader and the feedback page once, and every one whose
-    judging needs a trained model, unless its spec says `batch=False` (and where else it is tested). Every planted mistake is judged by the same judge, the kernel's side run in
-    the test's process, by test_checks_all.py."""
+    judging needs a trained model, unless its spec says `batch=False` (and where else it is tested). Every
+    planted mistake is judged by the same judge, the kernel's side run in the test's process, by
+    test_checks_all.py."""
     chosen, cells = [], set()
     for name, spec in planted_for(assignment).items():
         if spec.get("batch", True) and (spec["cell"] not in cells or trains(assignment, spec)):
@@ -292,7 +292,8 @@ def unsolve(nb: nbformat.NotebookNode, cell_ids: list[str], release: nbformat.No
 
 def grade_planted(assignment: str, base: Path) -> dict:
     """Grade the untouched student notebook and the planted mistakes of `assignment` (`in_the_batch`) in one
-    `llmcourse grade` run in `base`, whose canary is the solution (graded first through the same path: full marks, or the batch raises).
+    `llmcourse grade` run in `base`, whose canary is the solution (graded first through the same path: full marks,
+    or the batch raises).
     Returns {"rows": {student: Row}, "canary": Row, "canary_page": its feedback page (HTML), "feedback": dir,
     "inputs": dir, "csv": path}.
 
