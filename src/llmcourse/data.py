@@ -312,13 +312,13 @@ def cache_key(fn: Callable, config: dict[str, Any]) -> str:
 # unchanged, so editing the code makes the book compute afresh (and `tests/test_toys.py` fails until the entries
 # are rewritten with `python -m llmcourse.data --ship-cache` after a build).
 SHIPPED_CACHE = TOYS_DIR / "cache"
-SHIP_CACHE = [  # the functions whose results ship (each entry a few KiB, the toys' runs a few hundred)
+SHIP_CACHE = [  # the functions whose results ship (a few KiB each; the toys' runs a few hundred, word2vec's 4 MB)
     "llmcourse.facts.train", "llmcourse.facts.erasure_survey", "llmcourse.facts.erasure_curve",
     "llmcourse.ioi.train", "llmcourse.probes.smollm2_trace", "llmcourse.probes.smollm2_erasure",
     "llmcourse.probes.smollm2_answers", "llmcourse.probes.smollm2_lens", "llmcourse.probes.answer_steps",
     "llmcourse.probes.smollm2_video_heads", "llmcourse.generate.continuations",
     "llmcourse.generate.kv_cache_benchmark", "llmcourse.sweep.run_sweep",
-    "llmcourse.tokens.shakespeare_bpe", "llmcourse.train.train_shakespeare",
+    "llmcourse.tokens.shakespeare_bpe", "llmcourse.train.train_shakespeare", "llmcourse.vectors.compact_run",
 ]
 
 

@@ -418,6 +418,36 @@ def train_both(dim: int = 50, window: int = 5, negative: int = 5, epochs: int = 
             "threads": threads, "fast": fast}
 
 
+def compact_run(**config) -> dict:
+    """`train_both(**config)` in the form that ships with the package (llmcourse/toys/cache, 4 MB instead of
+    9): each model as its words and its vectors in 16-bit floats, ours with its losses; the timings as run."""
+    run = train_both(**config)
+    for name in ("ours", "gensim"):
+        kv = run[name]
+        run[name] = {"words": list(kv.index_to_key), "vectors": kv.vectors.astype(np.float16),
+                     "losses": getattr(kv, "losses", None)}
+    return run
+
+
+def word2vec_run(**config) -> dict:
+    """`train_both(**config)`, read from the cache or from the run that ships with the package
+    (`compact_run`, rerun whenever this module changes): {"ours", "gensim"} as KeyedVectors (float32, from the
+    stored 16-bit values), "seconds", "words", ... as `train_both` returns them."""
+    from gensim.models import KeyedVectors
+
+    from llmcourse import data
+
+    run = dict(data.cached(compact_run, **config))
+    for name in ("ours", "gensim"):
+        saved = run[name]
+        kv = KeyedVectors(vector_size=saved["vectors"].shape[1], count=0)
+        kv.add_vectors(saved["words"], saved["vectors"].astype(np.float32))
+        if saved["losses"] is not None:
+            kv.losses = saved["losses"]
+        run[name] = kv
+    return run
+
+
 # --- analogies -----------------------------------------------------------------------------------------
 
 
