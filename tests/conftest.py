@@ -3,6 +3,7 @@ tests are handed out to the workers."""
 from __future__ import annotations
 
 import sys
+import ast
 import copy
 import fcntl
 import functools
@@ -252,6 +253,64 @@ def in_the_batch(assignment: str) -> list[str]:
     return chosen
 
 
+@functools.cache
+def _cell_names(assignment: str) -> dict[str, tuple[set[str], set[str]]]:
+    """{grade_id: (the names its code defines, the names it uses)} of the solution notebook's code cells."""
+    nb = nbformat.read(next((REPO / "solutions" / assignment).glob("*.ipynb")), as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: _names(c.source) for c in nb.cells
+            if c.cell_type == "code" and "grade_id" in c.metadata.get("nbgrader", {})}
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    tree = ast.parse(source)
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    return defined, {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def _reaches(assignment: str, a: dict, b: dict) -> bool:
+    """Whether mistake `a`'s function can change what `b`'s cells say: `b`'s code (as planted, as solved) or a
+    test cell that `b` fails uses a name that `a`'s cell defines."""
+    cells = _cell_names(assignment)
+    used = _names(b["source"])[1] | cells[b["cell"]][1]
+    for cell in b["fails"]:
+        used |= cells[cell][1]
+    return bool(cells[a["cell"]][0] & used)
+
+
+def _fit_together(assignment: str, a: dict, b: dict) -> bool:
+    """Whether two planted mistakes can share one notebook and still each be judged as its spec says: neither's
+    function is used by the other's code or failing tests (`_reaches`), no cell that one fails is failed by the
+    other too (each failing cell has one cause, so its message is that mistake's), the same cells left unsolved
+    and none of those judged by either, and neither needs a training."""
+    unsolved = set(a.get("unsolved", []))
+    return (not trains(assignment, a) and not trains(assignment, b) and unsolved == set(b.get("unsolved", []))
+            and not set(a["fails"]) & set(b["fails"])
+            and not unsolved & set(a["fails"] + a["keeps"] + b["fails"] + b["keeps"])
+            and not _reaches(assignment, a, b) and not _reaches(assignment, b, a))
+
+
+@functools.cache
+def batch_students(assignment: str) -> dict[str, tuple[str, ...]]:
+    """{student folder of the graded batch: the planted mistakes (of `in_the_batch`) planted together in its
+    notebook}, in the batch's order; the folder is named by its mistakes joined with "+". A mistake is planted
+    beside earlier ones where it fits with each (`_fit_together`): 45 notebooks become 22."""
+    planted, packs = planted_for(assignment), []
+    for name in in_the_batch(assignment):
+        pack = next((p for p in packs if all(_fit_together(assignment, planted[m], planted[name]) for m in p)),
+                    None)
+        if pack is None:
+            packs.append([name])
+        else:
+            pack.append(name)
+    return {"+".join(pack): tuple(pack) for pack in packs}
+
+
+def student_of(assignment: str, planted: str) -> str:
+    """The student folder of the graded batch whose notebook holds the planted mistake `planted`."""
+    return next(student for student, names in batch_students(assignment).items() if planted in names)
+
+
 def plant(solution: nbformat.NotebookNode, cell_id: str, source: str) -> nbformat.NotebookNode:
     """A copy of the solution notebook with one solution cell's code replaced."""
     nb = copy.deepcopy(solution)
@@ -291,9 +350,9 @@ def unsolve(nb: nbformat.NotebookNode, cell_ids: list[str], release: nbformat.No
 
 
 def grade_planted(assignment: str, base: Path) -> dict:
-    """Grade the untouched student notebook and the planted mistakes of `assignment` (`in_the_batch`) in one
-    `llmcourse grade` run in `base`, whose canary is the solution (graded first through the same path: full marks,
-    or the batch raises).
+    """Grade the untouched student notebook and the planted mistakes of `assignment` (`in_the_batch`, several to
+    a notebook where they fit: `batch_students`) in one `llmcourse grade` run in `base`, whose canary is the
+    solution (graded first through the same path: full marks, or the batch raises).
     Returns {"rows": {student: Row}, "canary": Row, "canary_page": its feedback page (HTML), "feedback": dir,
     "inputs": dir, "csv": path}.
 
@@ -305,11 +364,13 @@ def grade_planted(assignment: str, base: Path) -> dict:
     release_path = next((REPO / "exercises" / assignment).glob("*.ipynb"))
     (subs / "stub" / release_path.name).write_bytes(release_path.read_bytes())
     release = nbformat.read(release_path, as_version=4)
-    for name in in_the_batch(assignment):
-        spec = planted_for(assignment)[name]
-        (subs / name).mkdir()
-        nb = unsolve(plant(solution, spec["cell"], spec["source"]), spec.get("unsolved", []), release)
-        nbformat.write(nb, subs / name / "work.ipynb")
+    for student, names in batch_students(assignment).items():
+        nb = solution
+        for name in names:
+            spec = planted_for(assignment)[name]
+            nb = unsolve(plant(nb, spec["cell"], spec["source"]), spec.get("unsolved", []), release)
+        (subs / student).mkdir()
+        nbformat.write(nb, subs / student / "work.ipynb")
     rows = grading.grade(subs, assignment, out=base / "grades.csv", feedback=base / "feedback", progress=False)
     return {"rows": {r.student: r for r in rows}, "canary": rows.canary, "canary_page": rows.canary_page,
             "feedback": base / "feedback",

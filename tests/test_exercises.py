@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 
-from conftest import REPO, in_the_batch, planted_for
+from conftest import REPO, batch_students, in_the_batch, planted_for, student_of
 from llmcourse import grading
 
 
@@ -82,16 +82,21 @@ def test_untouched_student_notebook_gets_zero(graded, assignment):
 
 @pytest.mark.parametrize("assignment,planted", [(a, p) for a in ASSIGNMENTS for p in in_the_batch(a)])
 def test_planted_mistake_loses_its_points_and_is_named(graded, assignment, planted):
-    spec = planted_for(assignment)[planted]
-    row = graded[assignment]["rows"][planted]
+    """Planted beside others where they fit (`conftest.batch_students`): the cells it fails lose their points and
+    one of them says its message; the cells it keeps keep theirs where the mistakes beside it keep them too
+    (test_checks_all judges each mistake alone, every cell)."""
+    spec, student = planted_for(assignment)[planted], student_of(assignment, planted)
+    beside = [planted_for(assignment)[name] for name in batch_students(assignment)[student] if name != planted]
+    row = graded[assignment]["rows"][student]
     assert row.status == "graded", row.message
-    assert 0 < row.score < row.max_score, f"{planted}: score {row.score}/{row.max_score}"
+    assert row.score < row.max_score, f"{planted}: score {row.score}/{row.max_score}"
     for cell in spec["fails"]:
         assert row.cells[cell][0] == 0, f"{planted}: {cell} should lose its points, got {row.cells[cell]}"
-    for cell in spec["keeps"]:
+    for cell in [c for c in spec["keeps"] if all(c in other["keeps"] for other in beside)]:
         assert row.cells[cell][0] == row.cells[cell][1], f"{planted}: {cell} should keep its points"
-    assert spec["message"] in row.message, f"{planted}: the message should say {spec['message']!r}; got {row.message}"
-    assert spec["message"] in page_text(graded[assignment]["feedback"] / f"{planted}.html")
+    said = {cell: row.messages[cell] for cell in spec["fails"]}
+    assert any(spec["message"] in m for m in said.values()), f"{planted}: should say {spec['message']!r}; got {said}"
+    assert spec["message"] in page_text(graded[assignment]["feedback"] / f"{student}.html")
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
