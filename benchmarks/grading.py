@@ -43,7 +43,9 @@ import nbformat
 
 from common import Result, table
 
-from llmcourse.grading import autograde, pipeline
+from llmcourse.grading import pipeline
+from llmcourse.grading.rows import BATCH, CANARY
+from llmcourse.grading.course import CELL_TIMEOUT
 from llmcourse.grading.course import REPO
 from llmcourse.grading.worker import TIMES_ENV
 
@@ -115,7 +117,7 @@ def execute_batch(assignment: str, n: int, work: Path) -> tuple[float, float]:
 
     def execute(path: Path) -> None:
         cmd = [str(Path(sys.executable).parent / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-               f"--ExecutePreprocessor.timeout={autograde.CELL_TIMEOUT}", "--output", "executed.ipynb", str(path)]
+               f"--ExecutePreprocessor.timeout={CELL_TIMEOUT}", "--output", "executed.ipynb", str(path)]
         subprocess.run(cmd, cwd=path.parent, env=env, check=True, capture_output=True)
 
     cpu, started = _cpu(), time.perf_counter()
@@ -132,12 +134,12 @@ def breakdown(path: Path) -> tuple[dict[str, float], dict[str, float]]:
         m = json.loads(line)
         marks[m["student"]].append((m["t"], m["stage"]))
     spent = collections.defaultdict(float)
-    students = [s for s in marks if s not in (autograde.CANARY, autograde.BATCH)]
+    students = [s for s in marks if s not in (CANARY, BATCH)]
     for student in students:
         stages = sorted(marks[student])
         for (t0, _), (t1, stage) in zip(stages, stages[1:]):
             spent[stage] += (t1 - t0) / len(students)
-    batch = sorted(marks.get(autograde.BATCH, []))
+    batch = sorted(marks.get(BATCH, []))
     return dict(spent), {stage: t1 - t0 for (t0, _), (t1, stage) in zip(batch, batch[1:])}
 
 

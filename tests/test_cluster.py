@@ -24,11 +24,11 @@ import psutil
 from conftest import REPO, plant, planted_for
 from llmcourse import cli, grading
 from llmcourse.grading import cluster
-from llmcourse.grading.autograde import CANARY
+from llmcourse.grading.rows import CANARY
 
 ASSIGNMENT = "01_tokens"
 DASK = Path(sys.executable).with_name("dask")
-WORKER_MODULE = "llmcourse.grading.worker"  # the grading processes of a worker's pool (autograde.Worker)
+WORKER_MODULE = "llmcourse.grading.worker"  # the grading processes of a worker's pool (workers.Worker)
 
 
 def free_port() -> int:
@@ -129,7 +129,7 @@ class LocalCluster:
 
 def _course_of(proc: psutil.Process) -> Path | None:
     """The course folder of the student a grading process (`python -m llmcourse.grading.worker --serve`) serves
-    or served last: the one holding the log it writes to (autograde._run_worker)."""
+    or served last: the one holding the log it writes to (workers.run_worker)."""
     try:
         if WORKER_MODULE not in proc.cmdline():
             return None
@@ -254,7 +254,7 @@ def test_a_notebook_whose_workers_keep_dying_gets_a_row_saying_so():
 
 
 def test_a_local_run_does_not_import_dask():
-    code = ("import sys, llmcourse.cli, llmcourse.grading.autograde; "
+    code = ("import sys, llmcourse.cli, llmcourse.grading.pipeline, llmcourse.grading.local; "
             "assert not {'dask', 'distributed'} & set(sys.modules), 'dask imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
 

@@ -22,7 +22,8 @@ import pytest
 
 from conftest import REPO
 from llmcourse import grading
-from llmcourse.grading import autograde
+from llmcourse.grading import rows as gradingrows, workers
+from llmcourse.grading.worker import TIMES_ENV
 
 ASSIGNMENT = "01_tokens"
 SOLUTION = REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
@@ -167,12 +168,12 @@ def edges(tmp_path_factory):
         folder = Path(os.fsencode(subs / name).decode("utf-8", "surrogateescape"))
         folder.mkdir(parents=True)
         (folder / "work.ipynb").write_bytes(make())
-    env = {**os.environ, autograde.TIMES_ENV: str(base / "times.jsonl")}
+    env = {**os.environ, TIMES_ENV: str(base / "times.jsonl")}
     result = subprocess.run([sys.executable, "-c", GRADE_SCRIPT, str(base)], capture_output=True, text=True,
                             env=env, errors="replace")
     assert result.returncode == 0, result.stderr[-5000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    rows = {r["student"]: autograde.Row.from_dict(r) for r in out["rows"]}
+    rows = {r["student"]: gradingrows.Row.from_dict(r) for r in out["rows"]}
     times: dict[str, dict[str, float]] = {}
     for line in (base / "times.jsonl").read_text(errors="surrogateescape").splitlines():
         event = json.loads(line)
@@ -181,7 +182,7 @@ def edges(tmp_path_factory):
 
 
 def _page(edges, student) -> str:
-    return (edges["base"] / "feedback" / autograde.feedback_name(student)).read_text(encoding="utf-8")
+    return (edges["base"] / "feedback" / gradingrows.feedback_name(student)).read_text(encoding="utf-8")
 
 
 def _text(page: str) -> str:
@@ -259,7 +260,7 @@ def test_feedback_pages_run_no_script_and_send_no_request_in_a_browser(edges, br
         page = context.new_page()
         page.on("dialog", lambda d, seen=seen: (seen.append(f"dialog {d.message}"), d.dismiss()))
         page.on("pageerror", lambda e, seen=seen: seen.append(f"script error {e}"))
-        page.goto((folder / autograde.feedback_name(student)).as_uri(), wait_until="load")
+        page.goto((folder / gradingrows.feedback_name(student)).as_uri(), wait_until="load")
         page.evaluate("() => MathJax.startup.promise")
         for link in page.query_selector_all("a"):  # a link that runs script when followed would run now
             if (link.get_attribute("href") or "").startswith("javascript"):
@@ -331,7 +332,7 @@ def test_odd_folder_names_are_graded_and_the_csv_is_written(edges):
     for student in [JOSE, LONG]:
         row = edges["rows"][student]
         assert _full(row), row.status
-        assert (edges["base"] / "feedback" / autograde.feedback_name(student)).exists()
+        assert (edges["base"] / "feedback" / gradingrows.feedback_name(student)).exists()
     with open(edges["base"] / "grades.csv", newline="", encoding="utf-8") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
     assert len(rows) == len(NOTEBOOKS)
@@ -381,7 +382,7 @@ def test_under_load_a_failing_set_up_cell_never_costs_a_student(tmp_path, monkey
     for i in range(n):
         (subs / f"s{i:02d}").mkdir(parents=True)
         shutil.copyfile(SOLUTION, subs / f"s{i:02d}" / "work.ipynb")
-    monkeypatch.setattr(autograde, "INJECT_SETUP_FAULTS", {"s00": 1, "s01": 99})
+    monkeypatch.setattr(workers, "INJECT_SETUP_FAULTS", {"s00": 1, "s01": 99})
     with Burners():
         rows = {r.student: r for r in grading.grade(subs, ASSIGNMENT, out=tmp_path / "grades.csv", jobs=n,
                                                      cache=tmp_path / "cache", progress=False)}

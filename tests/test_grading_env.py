@@ -19,7 +19,7 @@ import pytest
 
 from conftest import REPO
 from llmcourse import grading
-from llmcourse.grading import autograde
+from llmcourse.grading import prepare
 
 
 ASSIGNMENT = "01_tokens"
@@ -99,7 +99,7 @@ def test_an_unreadable_package_stops_at_the_canary(closed_checkout):
 
 
 def test_a_missing_interpreter_stops_at_the_canary(tmp_path, monkeypatch):
-    monkeypatch.setattr(autograde, "KERNEL_PYTHON", str(tmp_path / "gone" / "bin" / "python3"))
+    monkeypatch.setattr(prepare, "KERNEL_PYTHON", str(tmp_path / "gone" / "bin" / "python3"))
     subs = _submissions(tmp_path / "submissions")
     with pytest.raises(grading.GradingEnvironmentError) as err:
         grading.grade(subs, ASSIGNMENT, out=tmp_path / "grades.csv", feedback=tmp_path / "feedback", jobs=2,

@@ -17,7 +17,8 @@ import pytest
 
 import hostile
 from llmcourse import grading
-from llmcourse.grading import autograde
+from llmcourse.grading import attempts, prepare
+from llmcourse.grading.rows import CANARY
 
 
 LIMITS = grading.Limits(cell_timeout=10, student_timeout=240)
@@ -39,14 +40,14 @@ def batch(tmp_path_factory):
     subs = hostile.build(base / "submissions")
     before = tree_hash(subs)
     uids = []  # the block of user ids this batch's kernels ran as (other runs on the machine have others)
-    setting = autograde.batch_setting
+    setting = prepare.batch_setting
 
     def recording(*args, **kwargs):
         s = setting(*args, **kwargs)
-        uids.append(range(s["uid_base"], s["uid_base"] + autograde.UID_BLOCK))
+        uids.append(range(s["uid_base"], s["uid_base"] + prepare.UID_BLOCK))
         return s
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(autograde, "batch_setting", recording)
+        patch.setattr(prepare, "batch_setting", recording)
         rows = grading.grade(subs, hostile.ASSIGNMENT, out=base / "grades.csv", feedback=base / "feedback", jobs=2,
                              limits=LIMITS, cache=base / "cache", progress=False)
     return {"rows": {r.student: r for r in rows}, "base": base, "subs": subs, "before": before, "uids": uids[0]}
@@ -135,7 +136,7 @@ def test_scratch_folders_are_private_limited_and_cleared(batch):
     assert row.cells["test_count_pairs"][0] > 0
     assert not Path("/tmp/passed-note.txt").exists(), "a kernel's /tmp is the machine's: students can pass files"
     ours = batch["uids"]
-    other = ours.start - autograde.UID_BLOCK if ours.start - autograde.UID_BLOCK >= grading.UID_BASE else ours.stop
+    other = ours.start - prepare.UID_BLOCK if ours.start - prepare.UID_BLOCK >= grading.UID_BASE else ours.stop
     with _another_run_in_tmp(other):
         files = [p for top in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] for p in _walk(Path(top))]
     left = [str(p) for p in files if p.name.startswith("hog") and p.name.endswith(".bin") and _owner(p) in ours]
@@ -225,12 +226,12 @@ def test_second_run_reuses_clean_grades_only(batch, monkeypatch):
         regraded.append(student)
         row.status, row.score = "graded again", None
         return row, None
-    monkeypatch.setattr(autograde, "_autograde", record)
+    monkeypatch.setattr(attempts, "_autograde", record)
     out = batch["base"] / "again.csv"
     rows = grading.grade(batch["subs"], hostile.ASSIGNMENT, out=out, jobs=2, limits=LIMITS,
                          cache=batch["base"] / "cache", progress=False)
     first = batch["rows"]
-    assert autograde.CANARY not in regraded, "the canary's result should be cached like a grade"
+    assert CANARY not in regraded, "the canary's result should be cached like a grade"
     assert {"os_exit", "kill_self"} <= set(regraded), "a kernel that died must not be cached"
     assert not [s for s in regraded if first[s].clean], "clean grades should come from the cache"
     for row in rows:

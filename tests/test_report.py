@@ -22,7 +22,7 @@ from conftest import REPO, in_the_batch, planted_for, student_of
 from llmcourse import checks, cli, grading
 from llmcourse.checks.core import CheckFailed
 from llmcourse.grading import report
-from llmcourse.grading.autograde import HIDDEN_FAILED, Row
+from llmcourse.grading.rows import HIDDEN_FAILED, Row
 
 ASSIGNMENTS = grading.assignments(REPO)
 

@@ -1,10 +1,15 @@
 """The instructor's half of llmcourse: release exercises, grade submissions, and what grading needs.
 
-One module per verb: `course` (where things are, nbgrader settings), `release`, `pipeline` (`llmcourse grade`:
-find the submissions, grade each with an executor, write), `autograde` (the executor of this machine: a sandboxed
-kernel per student, several at once), `cluster` (the executor of a Dask cluster's workers: `--scheduler`),
-`judge` (the trusted comparison outside the kernel), `sandbox` (the student's kernel), `stubs` (llmcourse with
-the graded functions stubbed), `feedback`. The checks that test cells call live beside it in `llmcourse.checks`.
+One module per step, the flow going one way (no two modules import each other, tests/test_package_layout.py):
+`course` (where things are, nbgrader settings) and `release`; `llmcourse grade` is `pipeline` (find the
+submissions, grade each with an executor, write), whose executors are `local` (this machine's worker pool) and
+`cluster` (a Dask cluster's workers, `--scheduler`). Both grade a student with the same stages: `submission`
+(what was handed in), `prepare` (the batch's setting and version key), `cache`, `canary` (the instructor's
+solution first), `attempts` (runs until they decide the grade) over `workers` (one run in a fresh kernel by a
+pool worker, `worker` its process, `sandbox` the kernel), `judge` (the trusted comparison outside the kernel),
+`feedback`, `rows` (the CSV) and `limits`; `report` the class report. The student's side: `stubs` (llmcourse
+with the graded functions stubbed), `kit` (`llmcourse kit`), `check` (`llmcourse check`), `replay` and `chain`.
+The checks that test cells call live beside it in `llmcourse.checks`.
 
 Explained in: README.md, sections "Authors", "Instructors: grading" and "How grading works".
 """
@@ -18,9 +23,8 @@ from llmcourse.grading.course import CSV_COLUMNS, REPO, assignments, configure  
 from llmcourse.grading.release import release  # noqa: E402,F401 (a function named as its module: bound here)
 
 _EXPORTS = {
-    "autograde": ["UID_BASE", "GradingEnvironmentError", "Limits", "Row", "restore_locked_cells", "summary",
-                  "write_csv"],
-    "pipeline": ["grade"],
+    "canary": ["GradingEnvironmentError"], "limits": ["Limits"], "pipeline": ["grade"], "prepare": ["UID_BASE"],
+    "rows": ["Row", "summary", "write_csv"], "submission": ["restore_locked_cells"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["CSV_COLUMNS", "REPO", "assignments", "configure", "release", *sorted(_WHERE)]

@@ -5,7 +5,7 @@ and sends each other student's notebook, as bytes, to the cluster with the batch
 course version it expects. A worker grades it with its own installation of the course, which must be the same:
 it prepares the batch once per process (template, cases, stubbed package, as a local run does), grades the
 instructor's solution first (the canary, on every worker, since the workers are the machines that grade), then runs
-the same per-student function as a local run (`autograde.autograde_safely`: sandboxed kernel, limits, judging
+the same per-student function as a local run (`attempts.autograde_safely`: sandboxed kernel, limits, judging
 outside the kernel) and sends back the row and the feedback page. The coordinator writes the CSV, the feedback and
 the cache exactly as a local run does.
 
@@ -35,8 +35,11 @@ import nbformat
 from tqdm import tqdm
 
 from llmcourse.grading import judge
-from llmcourse.grading.autograde import (UID_BLOCK, GradingEnvironmentError, Row, _canary, autograde_safely,
-                                         batch_setting, keep, look_up)
+from llmcourse.grading.attempts import autograde_safely
+from llmcourse.grading.cache import keep, look_up
+from llmcourse.grading.canary import GradingEnvironmentError, grade_canary
+from llmcourse.grading.prepare import UID_BLOCK, batch_setting
+from llmcourse.grading.rows import Row
 from llmcourse.grading.course import REPO
 
 RETRIES = 2  # runs of a task that raised (a worker's disk full, a lost file), besides the first, on any worker
@@ -89,7 +92,7 @@ def mismatch(worker: str, theirs: str, ours: str) -> str:
 def grade_on_cluster(scheduler, students: list[Path], batch: dict,
                      progress: bool = True) -> list[tuple[Row, str | None]]:
     """Grade the `students` folders on the cluster of `scheduler` (an address such as tcp://host:8786, or a
-    `distributed.Client`); returns (row, feedback page or None) for each, as `autograde._grade_here` does."""
+    `distributed.Client`); returns (row, feedback page or None) for each, as `local.grade_here` does."""
     distributed = _distributed()
     ours = course_version(batch["root"])
     batch = dict(batch, version=hashlib.sha256(f"cluster {ours} {batch['limits']!r}".encode()).hexdigest())
@@ -232,7 +235,7 @@ def _worker_setting(assignment: str, limits, here: str, scratch: str) -> dict | 
                      limits=limits, cache=work / "cache", force=True, root=REPO)
         setting = batch_setting(work, batch, [])
         try:
-            _canary(source, next(_INDEX) % UID_BLOCK, setting)
+            grade_canary(source, next(_INDEX) % UID_BLOCK, setting)
         except GradingEnvironmentError as err:
             setting = f"On the Dask worker {here}: {err}"
         _SETTINGS[assignment, repr(limits)] = setting

@@ -1,7 +1,7 @@
 """The course as nbgrader sees it: where things are, and the one place where our nbgrader settings live.
 
 `configure` is used by the repository's `nbgrader_config.py`, by `release` and by the private grading
-folders of `autograde`.
+folders of `prepare`.
 
 Explained in: README.md, sections "Authors" and "Instructors".
 """

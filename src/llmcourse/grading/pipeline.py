@@ -1,5 +1,5 @@
 """`llmcourse grade`: the batch, in one direction: find the submissions, then grade each (the cache answers
-for unchanged ones) with an executor, the worker pool of this machine (`llmcourse.grading.autograde`) or a Dask
+for unchanged ones) with an executor, the worker pool of this machine (`llmcourse.grading.local`) or a Dask
 cluster's workers (`llmcourse.grading.cluster`), then write the CSV and the feedback pages.
 
 Neither executor imports this module: each grades students and returns (row, feedback page) pairs.
@@ -13,7 +13,10 @@ from pathlib import Path
 import nbformat
 
 from llmcourse.grading import judge
-from llmcourse.grading.autograde import BATCH, Limits, Row, _grade_here, _student_folders, feedback_name, write_csv
+from llmcourse.grading.limits import Limits
+from llmcourse.grading.local import grade_here
+from llmcourse.grading.rows import BATCH, Row, feedback_name, write_csv
+from llmcourse.grading.submission import student_folders
 from llmcourse.grading.course import REPO, assignments, cell_timeout_for
 from llmcourse.grading.feedback import copy_mathjax
 from llmcourse.grading.worker import mark
@@ -57,7 +60,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     cache = Path(cache).resolve() if cache else base / ".llmcourse-grade-cache" / assignment
     ours = {p for p in (cache, Path(feedback).resolve() if feedback else None, base) if p}
     cache.mkdir(parents=True, exist_ok=True)  # before any kernel starts: hidden from all of them
-    students, refused = _student_folders(submissions, assignment, ours)
+    students, refused = student_folders(submissions, assignment, ours)
     batch = dict(assignment=assignment, source=source, source_nb=source_nb, cells=cells, limits=limits, cache=cache,
                  force=force, root=root)
     if scheduler is not None:  # Dask is imported only here: a local run needs none of it
@@ -65,8 +68,8 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
 
         results = grade_on_cluster(scheduler, students, batch, progress)
     else:
-        results = _grade_here(students, batch, [submissions, cache, *([Path(feedback)] if feedback else [])],
-                              jobs, progress)
+        results = grade_here(students, batch, [submissions, cache, *([Path(feedback)] if feedback else [])],
+                             jobs, progress)
     for row in refused:
         row.max_score = sum(c.points for c in cells)
     results += [(row, None) for row in refused]
