@@ -1,5 +1,5 @@
 """Grading throughput on a local Dask cluster (`llmcourse grade --scheduler`) with 1 and 2 workers, beside a local
-run with 1 and 2 jobs, on the same notebooks (llmcourse.grading.cluster).
+run with 1 and 2 jobs, on the same notebooks (llmcourse.grading.batch.cluster).
 
 Starts `dask scheduler` and `dask worker` processes on the loopback interface (one thread each: one notebook at a
 time), grades N copies of 01_tokens' solution and planted mistakes with an empty cache, and prints notebooks per

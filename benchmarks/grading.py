@@ -1,7 +1,7 @@
 """`llmcourse grade` beside plain `jupyter nbconvert --execute` on the same notebooks: the sandbox's overhead.
 
 N copies of a student-like submission of an assignment (the released notebook with each answer cell filled
-with the instructor's solution) are graded by `llmcourse.grading.pipeline.grade(..., jobs=2, force=True)` with
+with the instructor's solution) are graded by `llmcourse.grading.batch.pipeline.grade(..., jobs=2, force=True)` with
 a throwaway cache, feedback pages included; the same N notebooks, as the grading kernel runs them (the
 instructor's test cells put back, hidden tests included), are executed by `jupyter nbconvert --to notebook
 --execute`, two at a time, with the same Python. Reports seconds per submission of each, wall-clock and
@@ -10,7 +10,7 @@ work), for the batch and for one notebook alone. Grading's figure includes its f
 assignment, the canary: the instructor's solution graded first), spread over the batch.
 
 With `--times`, also prints where each student's grading spends its wall time (the stages that
-`llmcourse.grading.worker.mark` records when LLMCOURSE_GRADING_TIMES names a file).
+`llmcourse.grading.kernel.worker.mark` records when LLMCOURSE_GRADING_TIMES names a file).
 
     .venv/bin/python benchmarks/grading.py                   # 20 submissions of 01_tokens (a few minutes)
     .venv/bin/python benchmarks/grading.py -n 4 --times      # a small batch, with the breakdown
@@ -43,11 +43,11 @@ import nbformat
 
 from common import Result, table
 
-from llmcourse.grading import pipeline
-from llmcourse.grading.rows import BATCH, CANARY
+from llmcourse.grading.batch import pipeline
+from llmcourse.grading.batch.rows import BATCH, CANARY
 from llmcourse.grading.course import CELL_TIMEOUT
 from llmcourse.grading.course import REPO
-from llmcourse.grading.worker import TIMES_ENV
+from llmcourse.grading.kernel.worker import TIMES_ENV
 
 JOBS = 2
 SOLUTION_MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)

@@ -209,7 +209,7 @@ def kit_package(tmp_path_factory) -> Path:
     """The student kit's package (`kit.save_package`: the stubbed modules and the recorded results of every
     visible check, about a minute), built once for the tests of the kit (test_kit, test_kit_venv,
     test_checks_no_answer)."""
-    from llmcourse.grading import kit
+    from llmcourse.grading.student import kit
 
     return built_once(tmp_path_factory, "kit-package", lambda folder: kit.save_package(
         folder, kit.released_notebooks(REPO)))
@@ -226,7 +226,7 @@ TRAINS = {"check_train_gpt"}  # checks that train a model (a minute of CPU): jud
 @functools.cache
 def calls_by_cell(assignment: str) -> dict[str, list[tuple[str, dict]]]:
     """{test cell's grade_id: the check calls it makes, (check name, params)}, from the solution notebook."""
-    from llmcourse.grading import judge
+    from llmcourse.grading.batch import judge
 
     nb = nbformat.read(next((REPO / "solutions" / assignment).glob("*.ipynb")), as_version=4)
     return {cell.grade_id: cell.calls for cell in judge.test_cells(nb)}

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from llmcourse import cli
-from llmcourse.grading import check
+from llmcourse.grading.student import check
 from test_kit_venv import paste_solutions
 
 ASSIGNMENT = "01_tokens"

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, TRAINS, calls_by_cell, notebook_namespace, planted_for, trains
 from llmcourse import checks, grading
 from llmcourse.checks.core import GRADING_ENV
-from llmcourse.grading import judge
+from llmcourse.grading.batch import judge
 
 
 # A check that trains a model for a minute of CPU (08's check_train_gpt, conftest.TRAINS) is run here only where

@@ -112,7 +112,7 @@ def test_generation_cases_have_no_near_ties():
     from conftest import REPO
     from llmcourse import gpt
     from llmcourse.checks.gpt import _generate_cases
-    from llmcourse.grading import judge
+    from llmcourse.grading.batch import judge
 
     nb = nbformat.read(REPO / "solutions" / "05_gpt" / "05_gpt.ipynb", as_version=4)
     calls = [params for cell in judge.test_cells(nb) for name, params in cell.calls

@@ -26,7 +26,8 @@ import torch
 
 from conftest import REPO
 from llmcourse import checks, grading
-from llmcourse.grading import judge, kit as kitmod, stubs
+from llmcourse.grading.batch import judge
+from llmcourse.grading.student import kit as kitmod, stubs
 
 ASSIGNMENTS = grading.assignments(REPO)
 # idioms that a solution shares with any helper of the course (never an answer alone)
@@ -112,8 +113,9 @@ import numpy as np, torch
 sys.path.insert(0, SITE)
 import llmcourse
 assert llmcourse.__file__.startswith(SITE), llmcourse.__file__
-for name in ("llmcourse.grading.chain", "llmcourse.grading.replay"):  # what a kit's stub imports when first called:
-    try:                                                               # imported now, not under the time limit
+# what a kit's stub imports when first called: imported now, not under the time limit
+for name in ("llmcourse.grading.student.chain", "llmcourse.grading.student.replay"):
+    try:
         importlib.import_module(name)
     except ImportError:
         pass

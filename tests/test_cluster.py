@@ -23,12 +23,12 @@ import psutil
 
 from conftest import REPO, plant, planted_for
 from llmcourse import cli, grading
-from llmcourse.grading import cluster
-from llmcourse.grading.rows import CANARY
+from llmcourse.grading.batch import cluster
+from llmcourse.grading.batch.rows import CANARY
 
 ASSIGNMENT = "01_tokens"
 DASK = Path(sys.executable).with_name("dask")
-WORKER_MODULE = "llmcourse.grading.worker"  # the grading processes of a worker's pool (workers.Worker)
+WORKER_MODULE = "llmcourse.grading.kernel.worker"  # the grading processes of a worker's pool (workers.Worker)
 
 
 def free_port() -> int:
@@ -128,7 +128,7 @@ class LocalCluster:
 
 
 def _course_of(proc: psutil.Process) -> Path | None:
-    """The course folder of the student a grading process (`python -m llmcourse.grading.worker --serve`) serves
+    """The course folder of the student a grading process (`python -m llmcourse.grading.kernel.worker --serve`) serves
     or served last: the one holding the log it writes to (workers.run_worker)."""
     try:
         if WORKER_MODULE not in proc.cmdline():
@@ -254,7 +254,7 @@ def test_a_notebook_whose_workers_keep_dying_gets_a_row_saying_so():
 
 
 def test_a_local_run_does_not_import_dask():
-    code = ("import sys, llmcourse.cli, llmcourse.grading.pipeline, llmcourse.grading.local; "
+    code = ("import sys, llmcourse.cli, llmcourse.grading.batch.pipeline, llmcourse.grading.batch.local; "
             "assert not {'dask', 'distributed'} & set(sys.modules), 'dask imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
 
@@ -263,9 +263,9 @@ DASK_ATTACK = '''
 import pathlib
 try:
     from distributed import Client
-    from llmcourse.grading import judge
+    from llmcourse.grading.batch import judge
     def full_marks():  # runs in the worker's process, as root, if the kernel reaches the scheduler
-        from llmcourse.grading import judge
+        from llmcourse.grading.batch import judge
         pathlib.Path({marker!r}).write_text("ran in the worker")
         judge.judge = lambda cells, records, cases=None: [
             judge.Verdict(c.grade_id, c.points, c.points, c.hidden, "") for c in cells]

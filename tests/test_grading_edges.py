@@ -22,8 +22,8 @@ import pytest
 
 from conftest import REPO
 from llmcourse import grading
-from llmcourse.grading import rows as gradingrows, workers
-from llmcourse.grading.worker import TIMES_ENV
+from llmcourse.grading.batch import rows as gradingrows, workers
+from llmcourse.grading.kernel.worker import TIMES_ENV
 
 ASSIGNMENT = "01_tokens"
 SOLUTION = REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
@@ -442,7 +442,7 @@ def test_limits_count_the_students_cpu_time_not_the_machines_load(tmp_path):
 def test_a_page_made_from_any_notebook_is_safe_and_bounded():
     """`feedback_page` alone (no grading): dangerous outputs as a kernel could send them, huge outputs and
     6,000 cells give a page with no script of its own, a few MiB at most, and a "truncated" line."""
-    from llmcourse.grading import feedback, judge
+    from llmcourse.grading.batch import feedback, judge
 
     source = _solution()
     verdicts = judge.judge(judge.test_cells(source), {})

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import REPO
 from llmcourse import grading
-from llmcourse.grading import prepare
+from llmcourse.grading.batch import prepare
 
 
 ASSIGNMENT = "01_tokens"
@@ -126,7 +126,7 @@ def test_a_notebook_stopped_by_its_time_limit_still_gets_feedback_without_hidden
     """When nbgrader could not finish (the notebook's time limit), the feedback page is made from the submitted
     notebook and the verdicts of what was recorded; hidden tests stay hidden."""
     from hostile import SECRET
-    from llmcourse.grading import feedback, judge
+    from llmcourse.grading.batch import feedback, judge
 
     source = nbformat.read(SOLUTION, as_version=4)
     submitted = grading.restore_locked_cells(nbformat.read(RELEASE, as_version=4), source)

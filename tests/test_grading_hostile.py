@@ -17,8 +17,8 @@ import pytest
 
 import hostile
 from llmcourse import grading
-from llmcourse.grading import attempts, prepare
-from llmcourse.grading.rows import CANARY
+from llmcourse.grading.batch import attempts, prepare
+from llmcourse.grading.batch.rows import CANARY
 
 
 LIMITS = grading.Limits(cell_timeout=10, student_timeout=240)

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import REPO
 from llmcourse import grading
-from llmcourse.grading import sandbox
+from llmcourse.grading.kernel import sandbox
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's namespaces need root")
 

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import REPO
 from llmcourse import grading
-from llmcourse.grading import judge, stubs
+from llmcourse.grading.batch import judge
+from llmcourse.grading.student import stubs
 from llmcourse.checks.core import case_key
 
 ASSIGNMENTS = grading.assignments(REPO)

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import REPO, built_book_html
 from llmcourse import checks, grading
-from llmcourse.grading import kit as kitmod
+from llmcourse.grading.student import kit as kitmod
 
 
 ASSIGNMENTS = grading.assignments(REPO)
@@ -122,15 +122,15 @@ def test_kit_layout(kit):
 def test_wheel_holds_no_instructor_machinery(kit):
     with zipfile.ZipFile(next(kit.glob("*.whl"))) as z:
         members = z.namelist()
-    grading_files = sorted(m.split("/")[-1] for m in members if m.startswith("llmcourse/grading/"))
-    assert grading_files == sorted(["__init__.py", *kitmod.KIT_GRADING])
+    grading_files = sorted(m.removeprefix("llmcourse/grading/") for m in members if m.startswith("llmcourse/grading/"))
+    assert grading_files == sorted(["__init__.py", "student/__init__.py", *kitmod.KIT_GRADING])
     assert "llmcourse/cli.py" not in members
     assert not [m for m in members if "solution" in m.lower() or m.startswith("tests/")]
     assert {f"llmcourse/_released/{a}.ipynb" for a in ASSIGNMENTS} <= set(members)
     assert "llmcourse/_replay/index.json" in members
     entry = next(m for m in members if m.endswith("entry_points.txt"))
     with zipfile.ZipFile(next(kit.glob("*.whl"))) as z:
-        assert "llmcourse = llmcourse.grading.check:main" in z.read(entry).decode()
+        assert "llmcourse = llmcourse.grading.student.check:main" in z.read(entry).decode()
 
 
 def test_kit_package_imports_only_what_requirements_install(kit_texts):

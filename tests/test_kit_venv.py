@@ -24,7 +24,7 @@ import pytest
 
 from conftest import REPO
 from llmcourse import grading
-from llmcourse.grading import kit as kitmod
+from llmcourse.grading.student import kit as kitmod
 
 ASSIGNMENTS = grading.assignments(REPO)
 TIMINGS: dict[str, float] = {}

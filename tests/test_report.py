@@ -21,8 +21,8 @@ import torch
 from conftest import REPO, in_the_batch, planted_for, student_of
 from llmcourse import checks, cli, grading
 from llmcourse.checks.core import CheckFailed
-from llmcourse.grading import report
-from llmcourse.grading.rows import HIDDEN_FAILED, Row
+from llmcourse.grading.batch import report
+from llmcourse.grading.batch.rows import HIDDEN_FAILED, Row
 
 ASSIGNMENTS = grading.assignments(REPO)
 

@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     kit.add_argument("--book", type=Path, default=None, help="the built book's HTML (default: _build/html; `make book`)")
     kit.add_argument("--force", action="store_true", help="replace OUT even if it is not a kit built before")
 
-    from llmcourse.grading import check as check_module
+    from llmcourse.grading.student import check as check_module
 
     chk = sub.add_parser("check", help="run a notebook fresh, top to bottom, and report its visible tests (before handing in)",
                          description=check_module.DESCRIPTION)
     check_module.add_arguments(chk)
 
-    from llmcourse.grading import report as report_module
+    from llmcourse.grading.batch import report as report_module
 
     rep = sub.add_parser("report", help="a term page from several assignments' grades CSVs (and their reports' JSON)",
                          description=report_module.DESCRIPTION)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmcourse import grading
 
     if args.command == "kit":
-        from llmcourse.grading.kit import build_kit
+        from llmcourse.grading.student.kit import build_kit
 
         build_kit(args.out, book=args.book, force=args.force)
         return 0

@@ -1,7 +1,7 @@
 """Your functions from the earlier exercises, by the names the exercises give them.
 
 `from llmcourse.yours import generate_greedy_cached` gives, in the student kit, your own function from exercise
-05 once `llmcourse check` has passed that notebook (`llmcourse.grading.chain`); until then calling it says which
+05 once `llmcourse check` has passed that notebook (`llmcourse.grading.student.chain`); until then calling it says which
 exercise to finish first. In the course's repository and when a notebook is graded it is llmcourse's own
 implementation, so that one weak exercise never costs points in the next.
 

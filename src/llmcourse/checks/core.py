@@ -229,7 +229,7 @@ class Check:
 def diagnosis(fn: Callable) -> Callable:
     """Marks a helper of the checks that computes what a mistake (or the task itself) computes: it runs only where
     the answer may be known. In the grading kernel it is a stub, in the student kit it replays its results on the
-    visible cases (llmcourse.grading.stubs, replay)."""
+    visible cases (llmcourse.grading.student.stubs, replay)."""
     fn.diagnosis = True
     return fn
 

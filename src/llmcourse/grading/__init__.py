@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import importlib
 
-# Imported on first use: the grading worker (`python -m llmcourse.grading.worker`, one process per student) must
-# not pay for torch and the judge, which only the grader's own process needs.
+# Imported on first use: the grading worker (`python -m llmcourse.grading.kernel.worker`, one process per job)
+# must not pay for torch and the judge, which only the grader's own process needs.
 from llmcourse.grading.course import CSV_COLUMNS, REPO, assignments, configure  # noqa: E402,F401 (light)
-from llmcourse.grading.release import release  # noqa: E402,F401 (a function named as its module: bound here)
+from llmcourse.grading.student.release import release  # noqa: E402,F401 (a function named as its module: bound here)
 
 _EXPORTS = {
-    "canary": ["GradingEnvironmentError"], "limits": ["Limits"], "pipeline": ["grade"], "prepare": ["UID_BASE"],
-    "rows": ["Row", "summary", "write_csv"], "submission": ["restore_locked_cells"],
+    "batch.canary": ["GradingEnvironmentError"], "batch.limits": ["Limits"], "batch.pipeline": ["grade"],
+    "batch.prepare": ["UID_BASE"], "batch.rows": ["Row", "summary", "write_csv"],
+    "batch.submission": ["restore_locked_cells"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["CSV_COLUMNS", "REPO", "assignments", "configure", "release", *sorted(_WHERE)]

@@ -44,11 +44,11 @@ def configure(c, root: Path, source: str = "solutions", release: str = "exercise
     c.Autograde.create_student = True
     c.GenerateFeedback.preprocessors = [
         "nbgrader.preprocessors.GetGrades",
-        "llmcourse.grading.feedback.FeedbackFilter",
+        "llmcourse.grading.batch.feedback.FeedbackFilter",
         "nbgrader.preprocessors.ClearHiddenTests",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     ]
-    c.GenerateFeedback.exporter_class = "llmcourse.grading.feedback.FeedbackExporter"
+    c.GenerateFeedback.exporter_class = "llmcourse.grading.batch.feedback.FeedbackExporter"
     c.HTMLExporter.mathjax_url = ""  # no CDN: feedback must open offline
     c.HTMLExporter.sanitize_html = True  # a student's markdown must not run scripts in the reader's browser
     os.makedirs(Path(root, work), exist_ok=True)

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Callable
 
 from llmcourse import checks
-from llmcourse.grading import judge
+from llmcourse.grading.batch import judge
 
 def build_stubbed_package(target: Path, source_nb, cells) -> None:
     """A copy of llmcourse for the grading kernel. In the modules that hold graded references, every public
     function is a stub, except the helpers the notebook imports (its 'given' names) and the functions those
     helpers call; the graded references themselves are always stubs."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]
     shutil.copytree(package, target / "llmcourse", ignore=shutil.ignore_patterns("__pycache__"))
     given = judge.given_names(source_nb)
     graded = {(checks.REGISTRY[name].reference.__module__, checks.REGISTRY[name].reference.__name__)

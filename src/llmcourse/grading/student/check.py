@@ -30,7 +30,7 @@ import nbformat
 
 from llmcourse.grading.course import CELL_TIMEOUT, MAX_OUTPUT_CHARS, cell_timeout_for
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[2]
 SLOW_SHARE = 0.8  # a cell that takes this share of the time limit gets a warning: another machine may be slower
 KERNEL_NAME = "llmcourse-check"
 DESCRIPTION = ("Run a notebook fresh, top to bottom, as the grader will, and report its visible tests and what would "
@@ -267,8 +267,8 @@ def check_notebook(path: Path, cell_timeout: int | None = None, progress=None) -
 
 def save_functions(notebook: nbformat.NotebookNode, assignment: str, released: nbformat.NotebookNode) -> list[str]:
     """In the kit, once every visible test passes: save the notebook's graded functions for the later notebooks
-    (`llmcourse.grading.chain`). Returns the names saved (none outside the kit)."""
-    from llmcourse.grading import chain
+    (`llmcourse.grading.student.chain`). Returns the names saved (none outside the kit)."""
+    from llmcourse.grading.student import chain
 
     if not chain.in_kit():
         return []
@@ -296,7 +296,7 @@ def _saved_twin(saved: nbformat.NotebookNode, cell):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The kit's `llmcourse` command (also `python -m llmcourse.grading.check NOTEBOOK`)."""
+    """The kit's `llmcourse` command (also `python -m llmcourse.grading.student.check NOTEBOOK`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         argv = argv[1:]

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import nbformat
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[2]
 YOURS = PACKAGE / "_yours"  # the student's saved functions (only in the kit: see `in_kit`)
 LOG_ENV = "LLMCOURSE_CHAIN_LOG"
 

@@ -32,7 +32,7 @@ class Row:
     message: str = ""
     cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
     diagnostics: str = ""  # for the instructor and the canary: kernel output, worker errors (not in the CSV)
-    # For the class report (`llmcourse.grading.report`); defaults keep older cache entries loadable.
+    # For the class report (`llmcourse.grading.batch.report`); defaults keep older cache entries loadable.
     messages: dict[str, str] = field(default_factory=dict)  # grade_id -> '' (passed), the message, or HIDDEN_FAILED
     hidden: list[str] = field(default_factory=list)  # grade_ids of the test cells with hidden tests
     seconds: float | None = None  # wall-clock seconds of the notebook's run that decided the grade

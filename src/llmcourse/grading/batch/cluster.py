@@ -34,12 +34,12 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from llmcourse.grading import judge
-from llmcourse.grading.attempts import autograde_safely
-from llmcourse.grading.cache import keep, look_up
-from llmcourse.grading.canary import GradingEnvironmentError, grade_canary
-from llmcourse.grading.prepare import UID_BLOCK, batch_setting
-from llmcourse.grading.rows import Row
+from llmcourse.grading.batch import judge
+from llmcourse.grading.batch.attempts import autograde_safely
+from llmcourse.grading.batch.cache import keep, look_up
+from llmcourse.grading.batch.canary import GradingEnvironmentError, grade_canary
+from llmcourse.grading.batch.prepare import UID_BLOCK, batch_setting
+from llmcourse.grading.batch.rows import Row
 from llmcourse.grading.course import REPO
 
 RETRIES = 2  # runs of a task that raised (a worker's disk full, a lost file), besides the first, on any worker
@@ -54,7 +54,7 @@ def course_version(root: Path = REPO) -> str:
     tests) and the versions of Python and of the packages that grading runs on. Equal on two machines when both
     installed the same commit of the course in the same pinned environment; computed once per process."""
     h = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]
     files = [(f"llmcourse/{p.relative_to(package)}", p) for p in package.rglob("*.py")]
     files += [(f"solutions/{p.relative_to(root / 'solutions')}", p) for p in (root / "solutions").rglob("*")
               if p.is_file() and ".ipynb_checkpoints" not in p.parts]

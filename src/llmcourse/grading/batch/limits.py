@@ -1,5 +1,5 @@
 """What one student's notebook may use while it is graded (CPU time per cell and per notebook, memory,
-processes, files, scratch room): the sandbox (`llmcourse.grading.sandbox`) and the worker keep them.
+processes, files, scratch room): the sandbox (`llmcourse.grading.kernel.sandbox`) and the worker keep them.
 
 Explained in: README.md, section "How grading works".
 """

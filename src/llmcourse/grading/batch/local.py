@@ -1,6 +1,6 @@
 """The executor of a local `llmcourse grade`: the students graded on this machine, `jobs` at a time, each in a
-worker process of the pool (`llmcourse.grading.workers`), the canary first and the students beside it (none
-kept until it has passed). `llmcourse.grading.cluster` is the other executor, on a Dask cluster's workers.
+worker process of the pool (`llmcourse.grading.batch.workers`), the canary first and the students beside it (none
+kept until it has passed). `llmcourse.grading.batch.cluster` is the other executor, on a Dask cluster's workers.
 
 Explained in: README.md, section "Instructors: grading".
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from llmcourse.grading import prepare
-from llmcourse.grading.attempts import grade_one
-from llmcourse.grading.cache import CANARIES
-from llmcourse.grading.canary import grade_canary
-from llmcourse.grading.rows import BATCH, Row
-from llmcourse.grading.sandbox import scratch_folder
-from llmcourse.grading.workers import Worker
-from llmcourse.grading.worker import mark
+from llmcourse.grading.batch import prepare
+from llmcourse.grading.batch.attempts import grade_one
+from llmcourse.grading.batch.cache import CANARIES
+from llmcourse.grading.batch.canary import grade_canary
+from llmcourse.grading.batch.rows import BATCH, Row
+from llmcourse.grading.kernel.sandbox import scratch_folder
+from llmcourse.grading.batch.workers import Worker
+from llmcourse.grading.kernel.worker import mark
 
 
 def grade_here(students: list[Path], batch: dict, hide: list[Path], jobs: int | None,

@@ -89,7 +89,7 @@ def cell_messages(row, grade_ids: list[str]) -> dict[str, str]:
 def rows_from_cache(cache: Path) -> list:
     """The rows a grading run kept in its cache (`.llmcourse-grade-cache/ASSIGNMENT/` beside its CSV), to make
     a report again without grading. Only clean grades are cached: the rows a run could not grade are not there."""
-    from llmcourse.grading.rows import Row
+    from llmcourse.grading.batch.rows import Row
 
     rows = []
     for path in sorted(Path(cache).glob("*.json")):
@@ -103,7 +103,7 @@ def source_tests(assignment: str, root: Path | None = None) -> list | None:
     """The assignment's test cells (judge.TestCell, with the checks they call), or None without its source."""
     import nbformat
 
-    from llmcourse.grading import judge
+    from llmcourse.grading.batch import judge
     from llmcourse.grading.course import REPO
 
     sources = sorted(((root or REPO) / "solutions" / assignment).glob("*.ipynb"))
@@ -116,7 +116,7 @@ def build(rows: list, assignment: str, tests: list | None = None, feedback: Path
     assignment's test cells (for the functions they check; else only cell names); `feedback` the folder of
     feedback pages, linked relative to `base`, the report's folder; `limits` the Limits graded under.
     A folder name that is not UTF-8 is shown with U+FFFD for its odd bytes."""
-    from llmcourse.grading.rows import feedback_name, shown_name
+    from llmcourse.grading.batch.rows import feedback_name, shown_name
 
     pages = {shown_name(r.student): feedback_name(r.student) for r in rows}
     rows = [r if shown_name(r.student) == r.student else _renamed(r, shown_name(r.student)) for r in rows]

@@ -1,6 +1,6 @@
 """`llmcourse grade`: the batch, in one direction: find the submissions, then grade each (the cache answers
-for unchanged ones) with an executor, the worker pool of this machine (`llmcourse.grading.local`) or a Dask
-cluster's workers (`llmcourse.grading.cluster`), then write the CSV and the feedback pages.
+for unchanged ones) with an executor, the worker pool of this machine (`llmcourse.grading.batch.local`) or a Dask
+cluster's workers (`llmcourse.grading.batch.cluster`), then write the CSV and the feedback pages.
 
 Neither executor imports this module: each grades students and returns (row, feedback page) pairs.
 
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import nbformat
 
-from llmcourse.grading import judge
-from llmcourse.grading.limits import Limits
-from llmcourse.grading.local import grade_here
-from llmcourse.grading.rows import BATCH, Row, feedback_name, write_csv
-from llmcourse.grading.submission import student_folders
+from llmcourse.grading.batch import judge
+from llmcourse.grading.batch.limits import Limits
+from llmcourse.grading.batch.local import grade_here
+from llmcourse.grading.batch.rows import BATCH, Row, feedback_name, write_csv
+from llmcourse.grading.batch.submission import student_folders
 from llmcourse.grading.course import REPO, assignments, cell_timeout_for
-from llmcourse.grading.feedback import copy_mathjax
-from llmcourse.grading.worker import mark
+from llmcourse.grading.batch.feedback import copy_mathjax
+from llmcourse.grading.kernel.worker import mark
 
 
 class Rows(list):
@@ -39,12 +39,12 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     The instructor's own solution is graded first through the same path (the canary), the students beside it:
     unless it gets full marks, `GradingEnvironmentError` says what is wrong with the machine and nothing is
     written (no grade is cached). Every student folder gets a row. Each notebook runs in its own sandboxed
-    kernel (`llmcourse.grading.sandbox`); points come from `llmcourse.grading.judge`, outside the kernel.
+    kernel (`llmcourse.grading.kernel.sandbox`); points come from `llmcourse.grading.batch.judge`, outside the kernel.
     Unchanged submissions are taken from the cache unless `force`. The submissions folder is only read, and only
     its regular files.
 
     With `scheduler` (a Dask scheduler's address, or a `distributed.Client`), the students are graded by that
-    cluster's workers, each from its own installation of the course (`llmcourse.grading.cluster`); the rows, CSV,
+    cluster's workers, each from its own installation of the course (`llmcourse.grading.batch.cluster`); the rows, CSV,
     feedback and cache are the same.
     """
     limits = limits or Limits(cell_timeout=cell_timeout_for(assignment))
@@ -64,7 +64,7 @@ def grade(submissions: Path, assignment: str, out: Path | None = None, feedback:
     batch = dict(assignment=assignment, source=source, source_nb=source_nb, cells=cells, limits=limits, cache=cache,
                  force=force, root=root)
     if scheduler is not None:  # Dask is imported only here: a local run needs none of it
-        from llmcourse.grading.cluster import grade_on_cluster  # noqa: PLC0415
+        from llmcourse.grading.batch.cluster import grade_on_cluster  # noqa: PLC0415
 
         results = grade_on_cluster(scheduler, students, batch, progress)
     else:

@@ -1,5 +1,5 @@
 """One run of a notebook in a fresh sandboxed kernel (`run_once`), by a worker process of this machine's pool
-(`Worker`, `python -m llmcourse.grading.worker --serve`): the kernel's private folder and kernelspec, the
+(`Worker`, `python -m llmcourse.grading.kernel.worker --serve`): the kernel's private folder and kernelspec, the
 request to the worker with the notebook's time limits, then whatever the kernel left running killed and its
 folder removed.
 
@@ -22,11 +22,12 @@ from pathlib import Path
 
 from llmcourse.checks.core import case_key
 from llmcourse.data import DATA_DIR
-from llmcourse.grading import judge, prepare
-from llmcourse.grading.limits import Limits
-from llmcourse.grading.sandbox import scratch_folder
-from llmcourse.grading.worker import (CASES_ENV, FAULT_ENV, IPC_ENV, KERNEL_NAME, NOTEBOOK_CPU_ENV, PROGRESS_ENV,
-                                      TIMES_ENV, WALL_FACTOR, mark)
+from llmcourse.grading.batch import judge, prepare
+from llmcourse.grading.batch.limits import Limits
+from llmcourse.grading.kernel import sandbox
+from llmcourse.grading.kernel.sandbox import scratch_folder
+from llmcourse.grading.kernel.worker import (CASES_ENV, FAULT_ENV, IPC_ENV, KERNEL_NAME, NOTEBOOK_CPU_ENV,
+                                             PROGRESS_ENV, TIMES_ENV, WALL_FACTOR, mark)
 
 NB_STUDENT = "student"  # the student's id in nbgrader's layout of each private course folder (whatever the folder)
 # Tests only: {student folder name: how many of its first runs get a failing set-up cell}. A fault injected by the
@@ -135,7 +136,7 @@ def prepare_kernel(kernel_dir: Path, course: Path, s: dict, uid: int | None) -> 
             "cells": {c.grade_id: [f"{case_key(n, p)}.pt" for n, p in c.calls] for c in s["cells"]}}
     (course / "cases.json").write_text(json.dumps(plan))
     shutil.copytree(s["work"] / "site", kernel_dir / "site")
-    shutil.copyfile(Path(__file__).with_name("sandbox.py"), kernel_dir / "sandbox.py")
+    shutil.copyfile(sandbox.__file__, kernel_dir / "sandbox.py")
     (kernel_dir / "records.jsonl").touch()
     limits: Limits = s["limits"]
     env = {"PATH": f"{Path(prepare.KERNEL_PYTHON).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
@@ -204,7 +205,7 @@ def run_worker(course: Path, assignment: str, student: str, kernel_dir: Path, li
 
 
 class Worker:
-    """A worker process (`python -m llmcourse.grading.worker --serve`) that grades students one after another,
+    """A worker process (`python -m llmcourse.grading.kernel.worker --serve`) that grades students one after another,
     each in a fresh sandboxed kernel: one Python start and one import of nbgrader per job rather than per
     student. Idle workers wait in a pool of this process; `grade` starts them early and closes them at its end."""
     MAX_STUDENTS = 50  # then a worker is retired (whatever nbgrader leaks per run does not pile up)
@@ -213,7 +214,7 @@ class Worker:
 
     def __init__(self) -> None:
         self.started = tempfile.TemporaryFile()  # what it prints before its first request (an import error)
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmcourse.grading.worker", "--serve"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmcourse.grading.kernel.worker", "--serve"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.started,
                                      start_new_session=True)
         self.served = 0

@@ -8,10 +8,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from llmcourse.grading import prepare
-from llmcourse.grading.attempts import grade_one
-from llmcourse.grading.limits import Limits
-from llmcourse.grading.rows import CANARY, Row
+from llmcourse.grading.batch import prepare
+from llmcourse.grading.batch.attempts import grade_one
+from llmcourse.grading.batch.limits import Limits
+from llmcourse.grading.batch.rows import CANARY, Row
 
 
 class GradingEnvironmentError(RuntimeError):

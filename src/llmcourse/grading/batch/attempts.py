@@ -1,7 +1,7 @@
 """Grading one student (`grade_one`): the cached grade, or the notebook checked and repaired, run in a fresh
 kernel until the runs decide the grade (it ran, it used up its time, or the same cell killed its kernel twice;
 anything else may be the machine's fault: run again, `ATTEMPTS` at most), then judged outside the kernel
-(`llmcourse.grading.judge`) and its feedback page written (`llmcourse.grading.feedback`).
+(`llmcourse.grading.batch.judge`) and its feedback page written (`llmcourse.grading.batch.feedback`).
 
 Explained in: README.md, section "How grading works".
 """
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import nbformat
 
-from llmcourse.grading import judge
-from llmcourse.grading.cache import keep, look_up
-from llmcourse.grading.feedback import fallback_feedback, feedback_page
-from llmcourse.grading.rows import HIDDEN_FAILED, Row
-from llmcourse.grading.submission import malformed, repair_metadata, restore_locked_cells
-from llmcourse.grading.workers import NB_STUDENT, Attempt, run_once
-from llmcourse.grading.worker import mark
+from llmcourse.grading.batch import judge
+from llmcourse.grading.batch.cache import keep, look_up
+from llmcourse.grading.batch.feedback import fallback_feedback, feedback_page
+from llmcourse.grading.batch.rows import HIDDEN_FAILED, Row
+from llmcourse.grading.batch.submission import malformed, repair_metadata, restore_locked_cells
+from llmcourse.grading.batch.workers import NB_STUDENT, Attempt, run_once
+from llmcourse.grading.kernel.worker import mark
 
 ATTEMPTS = 3  # runs of one notebook at most, when its kernel dies or cannot start
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from llmcourse.grading.rows import Row
+from llmcourse.grading.batch.rows import Row
 
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # a larger "notebook" is not read
 

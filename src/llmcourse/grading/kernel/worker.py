@@ -1,9 +1,9 @@
 """The worker processes that `autograde` starts: nbgrader autograde with the sandbox kernel.
 
 It is a module of its own so that a student's kernel, and nbgrader's global logging, stay out of the grader's
-process. `python -m llmcourse.grading.worker --serve` grades students one after another, one request a line on
+process. `python -m llmcourse.grading.kernel.worker --serve` grades students one after another, one request a line on
 its stdin (the grader keeps one such worker per job, so that each student does not pay for a new Python process
-and nbgrader's imports); `python -m llmcourse.grading.worker COURSE ASSIGNMENT STUDENT TIMEOUT` grades one
+and nbgrader's imports); `python -m llmcourse.grading.kernel.worker COURSE ASSIGNMENT STUDENT TIMEOUT` grades one
 student and ends. Either way each student gets a fresh sandboxed kernel.
 
 The kernel talks to nbclient over ZMQ's `ipc` transport, Unix sockets in the kernel's own folder (LLMCOURSE_KERNEL_IPC):

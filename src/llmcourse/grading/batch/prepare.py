@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 from llmcourse.data import DATA_DIR
-from llmcourse.grading import judge
+from llmcourse.grading.batch import judge
 from llmcourse.grading.course import nbgrader_api
-from llmcourse.grading.limits import Limits
-from llmcourse.grading.sandbox import sweep_stale
-from llmcourse.grading.stubs import build_stubbed_package
-from llmcourse.grading.worker import cell_digest
+from llmcourse.grading.batch.limits import Limits
+from llmcourse.grading.kernel.sandbox import sweep_stale
+from llmcourse.grading.student.stubs import build_stubbed_package
+from llmcourse.grading.kernel.worker import cell_digest
 
 UID_BASE = 200_000  # when grading as root, kernels run as users UID_BASE and above (no such accounts needed)
 UID_BLOCK = 100_000  # each grading run draws its own block of user ids, so runs at the same time never share one
@@ -47,7 +47,7 @@ def version(source: Path, limits: Limits, root: Path) -> str:
     """Changes when the assignment, the grading code, the limits or the grading environment change (the
     interpreter, the user we run as, who may enter the folders the kernel needs): cached grades are redone."""
     h = hashlib.sha256(source.read_bytes())
-    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
+    for path in sorted(Path(__file__).parents[2].rglob("*.py")):
         h.update(path.read_bytes())
     h.update(repr(limits).encode())
     facts = [KERNEL_PYTHON, sys.version, os.geteuid(), str(root)]

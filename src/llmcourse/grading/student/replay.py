@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-TABLES = Path(__file__).resolve().parents[1] / "_replay"  # llmcourse/_replay/<module>.pt and index.json
+TABLES = Path(__file__).resolve().parents[2] / "_replay"  # llmcourse/_replay/<module>.pt and index.json
 RTOL, ATOL = 1e-5, 1e-6  # recorded float arguments match within round-off of another CPU's BLAS
 
 
@@ -249,7 +249,7 @@ def stub_call(module: str, name: str, arguments: dict[str, Any]) -> Any:
     who, check = _caller()
     exercise = f" in exercise {assignment}" if assignment else ""
     if who == "student":
-        from llmcourse.grading import chain
+        from llmcourse.grading.student import chain
 
         found = chain.saved(module, name)
         if found:  # the student's own, saved when its notebook passed (chain.py)
@@ -309,7 +309,7 @@ def _agrees_with_records(own: Any, module: str, name: str, most: int = 3) -> boo
 
 def _call_own(own: Any, values: list) -> Any:
     """The student's version of a reference, on copies of the first arguments it takes."""
-    from llmcourse.grading import chain
+    from llmcourse.grading.student import chain
 
     return own(*copy.deepcopy(chain.positional(own, values)))
 
