@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,8 +69,9 @@ def test_training_is_seeded_and_starts_where_the_shipped_run_started(module):
 
 
 SHIPPED_CACHE = data.shipped_cache_entries()
+BESIDE_THE_BOOK = data.shipped_cache_entries(data.BOOK_SHIPPED_CACHE)
 FIX_CACHE = ("build the book (`make book`), then rewrite the shipped cache with `PYTHONPATH=src python -m "
-             "llmcourse.data --ship-cache` and commit llmcourse/toys/cache/")
+             "llmcourse.data --ship-cache` and commit llmcourse/toys/cache/ and book/cache/")
 
 
 def test_the_shipped_cache_holds_the_books_longest_computations():
@@ -85,7 +87,18 @@ def test_the_shipped_cache_holds_the_books_longest_computations():
     assert sum(sizes.values()) < 7 * 2**20, sizes
 
 
-@pytest.mark.parametrize("entry", SHIPPED_CACHE, ids=[pkl.stem.split("-")[0] for pkl, _ in SHIPPED_CACHE])
+def test_what_must_not_reach_students_ships_beside_the_book_not_in_the_package():
+    """Exercise 08's trained GPT ships in book/cache (the repository), never in llmcourse/ (the kit's wheel and the
+    grading kernel's copy are made from the package)."""
+    assert {note["fn"] for _, note in BESIDE_THE_BOOK} == set(data.SHIP_CACHE_BESIDE_THE_BOOK), FIX_CACHE
+    package = Path(data.__file__).resolve().parent
+    assert package not in data.BOOK_SHIPPED_CACHE.resolve().parents
+    assert not set(data.SHIP_CACHE) & set(data.SHIP_CACHE_BESIDE_THE_BOOK)
+    assert not [p for p in package.rglob("*.pkl") if "yourgpt" in p.name], "the trained GPT is in the package"
+
+
+@pytest.mark.parametrize("entry", SHIPPED_CACHE + BESIDE_THE_BOOK,
+                         ids=[pkl.stem.split("-")[0] for pkl, _ in SHIPPED_CACHE + BESIDE_THE_BOOK])
 def test_the_shipped_cache_is_not_stale(entry):
     """An entry is read only under its key (module source and config): a stale one would make the book compute
     it again, slowly. A changed module means new entries."""

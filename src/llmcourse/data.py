@@ -320,6 +320,11 @@ SHIP_CACHE = [  # the functions whose results ship (a few KiB each; the toys' ru
     "llmcourse.generate.kv_cache_benchmark", "llmcourse.sweep.run_sweep",
     "llmcourse.tokens.shakespeare_bpe", "llmcourse.train.train_shakespeare", "llmcourse.vectors.compact_run",
 ]
+# Results that must not reach students ship beside the book instead, in the repository but not in the package
+# (so neither the student kit nor the grading kernel's copy of llmcourse holds them): exercise 08's GPT trained by
+# the reference `train_gpt` (its weights would pass that exercise's training test if handed in as one's own).
+BOOK_SHIPPED_CACHE = REPO / "book" / "cache"
+SHIP_CACHE_BESIDE_THE_BOOK = ["llmcourse.yourgpt.trained"]
 
 
 def cache_name(fn: Callable, config: dict[str, Any]) -> str:
@@ -329,10 +334,11 @@ def cache_name(fn: Callable, config: dict[str, Any]) -> str:
 
 def cached(fn: Callable, **config: Any) -> Any:
     """`fn(**config)`, computed once and then read from CACHE_DIR (pickle), keyed by `cache_key`; read from the
-    entries shipped with the package (SHIPPED_CACHE) when they hold it under the same key."""
+    entries shipped with the package (SHIPPED_CACHE) or beside the book (BOOK_SHIPPED_CACHE) when they hold it
+    under the same key."""
     name = cache_name(fn, config)
-    path, shipped_copy = CACHE_DIR / f"{name}.pkl", SHIPPED_CACHE / f"{name}.pkl"
-    for found in (path, shipped_copy):
+    path = CACHE_DIR / f"{name}.pkl"
+    for found in (path, SHIPPED_CACHE / f"{name}.pkl", BOOK_SHIPPED_CACHE / f"{name}.pkl"):
         if found.exists():
             _remember(name, fn, config)
             return pickle.loads(found.read_bytes())
@@ -360,9 +366,10 @@ def _remember(name: str, fn: Callable, config: dict[str, Any]) -> None:
             tmp.replace(note)
 
 
-def shipped_cache_entries() -> list[tuple[Path, dict]]:
-    """The shipped cache: (pickle, its note {"fn", "config"}) for each entry."""
-    return [(pkl, json.loads(pkl.with_suffix(".json").read_text())) for pkl in sorted(SHIPPED_CACHE.glob("*.pkl"))]
+def shipped_cache_entries(folder: Path | None = None) -> list[tuple[Path, dict]]:
+    """The shipped cache (`folder`: SHIPPED_CACHE by default): (pickle, its note {"fn", "config"}) for each entry."""
+    folder = SHIPPED_CACHE if folder is None else folder
+    return [(pkl, json.loads(pkl.with_suffix(".json").read_text())) for pkl in sorted(folder.glob("*.pkl"))]
 
 
 def is_fresh(note: dict, name: str) -> bool:
@@ -373,20 +380,22 @@ def is_fresh(note: dict, name: str) -> bool:
 
 
 def ship_cache() -> list[Path]:
-    """Copy into SHIPPED_CACHE the fresh cache entries of SHIP_CACHE's functions (run after building the book),
-    and remove the shipped entries that are no longer fresh."""
+    """Copy into SHIPPED_CACHE the fresh cache entries of SHIP_CACHE's functions, and into BOOK_SHIPPED_CACHE
+    those of SHIP_CACHE_BESIDE_THE_BOOK (run after building the book); remove the shipped entries that are no
+    longer fresh."""
     written = []
-    SHIPPED_CACHE.mkdir(parents=True, exist_ok=True)
-    for pkl, note in shipped_cache_entries():
-        if not is_fresh(note, pkl.stem):
-            pkl.unlink()
-            pkl.with_suffix(".json").unlink()
-    for note_path in sorted(CACHE_DIR.glob("*.json")):
-        note, pkl = json.loads(note_path.read_text()), note_path.with_suffix(".pkl")
-        if note["fn"] in SHIP_CACHE and pkl.exists() and is_fresh(note, pkl.stem):
-            for source in (pkl, note_path):
-                shutil.copyfile(source, SHIPPED_CACHE / source.name)
-            written.append(SHIPPED_CACHE / pkl.name)
+    for folder, functions in ((SHIPPED_CACHE, SHIP_CACHE), (BOOK_SHIPPED_CACHE, SHIP_CACHE_BESIDE_THE_BOOK)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for pkl, note in shipped_cache_entries(folder):
+            if not is_fresh(note, pkl.stem):
+                pkl.unlink()
+                pkl.with_suffix(".json").unlink()
+        for note_path in sorted(CACHE_DIR.glob("*.json")):
+            note, pkl = json.loads(note_path.read_text()), note_path.with_suffix(".pkl")
+            if note["fn"] in functions and pkl.exists() and is_fresh(note, pkl.stem):
+                for source in (pkl, note_path):
+                    shutil.copyfile(source, folder / source.name)
+                written.append(folder / pkl.name)
     return written
 
 
