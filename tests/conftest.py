@@ -294,7 +294,7 @@ def _fit_together(assignment: str, a: dict, b: dict) -> bool:
 def batch_students(assignment: str) -> dict[str, tuple[str, ...]]:
     """{student folder of the graded batch: the planted mistakes (of `in_the_batch`) planted together in its
     notebook}, in the batch's order; the folder is named by its mistakes joined with "+". A mistake is planted
-    beside earlier ones where it fits with each (`_fit_together`): 45 notebooks become 22."""
+    beside earlier ones where it fits with each (`_fit_together`): 45 notebooks become 23."""
     planted, packs = planted_for(assignment), []
     for name in in_the_batch(assignment):
         pack = next((p for p in packs if all(_fit_together(assignment, planted[m], planted[name]) for m in p)),
