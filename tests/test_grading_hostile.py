@@ -21,7 +21,7 @@ from llmcourse.grading.batch import attempts, prepare
 from llmcourse.grading.batch.rows import CANARY
 
 
-LIMITS = grading.Limits(cell_timeout=10, student_timeout=240)
+LIMITS = grading.Limits(cell_timeout=6, student_timeout=240)  # a cell that sleeps is stopped after 30 s on the clock
 
 
 def tree_hash(folder: Path) -> str:
@@ -100,8 +100,16 @@ def test_patched_checks_gain_nothing_and_say_so(batch):
 def test_timeouts_are_per_cell_and_the_rest_is_graded(batch):
     for case in ["infinite_loop", "sleep_forever"]:
         assert batch["rows"][case].score > 0
-    assert "longer than 10 s" in batch["rows"]["infinite_loop"].message  # the test cell itself timed out
+    assert f"longer than {LIMITS.cell_timeout} s" in batch["rows"]["infinite_loop"].message  # the test cell timed out
     assert "is not defined" in batch["rows"]["sleep_forever"].message  # the timed-out cell defined nothing
+
+
+def test_a_fork_bomb_is_cut_down_and_its_cell_stopped_in_a_living_kernel(batch):
+    """The sandbox kills the bomb's copies and reaps them, and the worker interrupts the cell until it stops: the
+    kernel lives on (a kernel that had to die would say so in the status) and the next cells run in it."""
+    row = batch["rows"]["fork_bomb"]
+    assert row.status == "graded", row.status
+    assert "is not defined" in row.message  # the test cell ran, in the same kernel, after the stopped cell
 
 
 def test_edited_or_deleted_tests_run_as_written_by_the_instructor(batch):

@@ -35,6 +35,7 @@ from pathlib import Path
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
 MS_REC, MS_PRIVATE, MS_BIND, MS_RDONLY, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x1000, 0x1, 0x2, 0x4
 MS_NOEXEC, MS_REMOUNT = 0x8, 0x20
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 
@@ -215,13 +216,20 @@ MAX_GROUP_PROCESSES = 8  # more processes than this in the kernel's process grou
 
 
 def watch_forks() -> None:
-    """A thread of the kernel: while the kernel's process group holds more than MAX_GROUP_PROCESSES processes,
-    kill every one but the kernel, so a fork bomb cannot starve the machine until the notebook's time limit."""
+    """A thread of the kernel: when the kernel's process group holds more than MAX_GROUP_PROCESSES processes,
+    kill every one but the kernel, and keep doing so until none is left (the kernel itself may still be forking
+    until its cell is interrupted), so a fork bomb cannot starve the machine until the notebook's time limit.
+    The kernel adopts its orphaned descendants (a child subreaper) and the thread reaps those it killed: their
+    zombies would otherwise hold the process limit (threads count against it too), and the kernel, once
+    interrupted, could not start a thread to answer. Only processes it killed are reaped: a subprocess the
+    student waits for keeps its exit status."""
     import signal
     import threading
     import time
 
     me, group = os.getpid(), os.getpgrp()
+    killed: set[int] = set()
+    _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     def members() -> list[int]:
         pids = []
@@ -233,16 +241,29 @@ def watch_forks() -> None:
                 pass
         return pids
 
+    def reap() -> None:
+        for pid in list(killed):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0]
+            except ChildProcessError:  # a grandchild whose parent is still dying, or reaped already
+                done = not os.path.exists(f"/proc/{pid}")
+            if done:
+                killed.discard(pid)
+
     def loop() -> None:
+        sweeping = False
         while True:
             others = members()
-            if len(others) >= MAX_GROUP_PROCESSES:
+            sweeping = len(others) >= MAX_GROUP_PROCESSES or (sweeping and bool(others))
+            if sweeping:
                 for pid in others:
                     try:
                         os.kill(pid, signal.SIGKILL)
+                        killed.add(pid)
                     except OSError:
                         pass
-            time.sleep(0.2)
+            reap()
+            time.sleep(0.05 if killed else 0.2)
 
     threading.Thread(target=loop, daemon=True, name="llmcourse-fork-watch").start()
 
@@ -324,6 +345,9 @@ def main() -> None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+        # A process that changed its user is not "dumpable", nor are its children: /proc, mounted with hidepid=2,
+        # would hide the kernel's own children from it, and watch_forks could not see a fork bomb.
+        _libc().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         processes = settings["max_processes"]
     else:  # not root: the process limit counts all of this user's processes, so allow for those already running
         processes = count_processes_of(os.getuid()) + settings["max_processes"]

@@ -194,21 +194,36 @@ class TracedExecute(Execute):
         """Interrupt the running cell when its kernel has used its CPU limit, or the notebook its own. The kernel's
         own process is read every second, the processes below it every 5 s (a scan of /proc)."""
         tick, below = 0, 0.0
-        while not self._done.wait(1.0):
+        while not self._done.wait(0.1 if self._interrupted is not None and self._interrupted is self._running
+                                  else 1.0):
             process = getattr(getattr(self.km, "provisioner", None), "process", None)
-            cell = self._running
-            if process is None or cell is None or self._cell_cpu_start is None:
+            with self._lock:
+                cell, start = self._running, self._cell_cpu_start
+            if process is None or cell is None or start is None:
+                continue
+            if self._interrupted is cell:  # it was, and may still run: interrupt it again (see below)
+                self._interrupt(process, cell)
                 continue
             own = _cpu_seconds(process.pid, descendants=False)
             if tick % 5 == 0:
                 below = _cpu_seconds(process.pid) - own
             tick += 1
             used = own + below
-            over_cell = self.timeout and used - self._cell_cpu_start > self.timeout
+            over_cell = self.timeout and used - start > self.timeout
             over_notebook = self._notebook_cpu and used > self._notebook_cpu
-            if (over_cell or over_notebook) and self._interrupted is not cell:
+            if over_cell or over_notebook:
+                # Sent again every 0.1 s until the cell ends: Python runs a signal's handler at the next point it
+                # can, and where that is inside an at-fork hook (a cell that forks in a loop) the KeyboardInterrupt
+                # is printed as "ignored" and lost.
                 self._interrupted = cell
                 self._stopped_by = "notebook" if over_notebook else "cell"
+                self._interrupt(process, cell)
+
+    def _interrupt(self, process, cell) -> None:
+        """SIGINT to the kernel while `cell` is the one running. Under the lock that `preprocess_cell` takes to
+        start the next cell: a signal meant for this cell never reaches the next one."""
+        with self._lock:
+            if self._running is cell:
                 try:
                     process.send_signal(signal.SIGINT)
                 except OSError:
@@ -225,9 +240,10 @@ class TracedExecute(Execute):
             cell.outputs = [nbformat.v4.new_output("error", ename="NotebookTimeLimit", evalue=self._out_of_time,
                                                    traceback=[f"NotebookTimeLimit: {self._out_of_time}"])]
             return cell, resources
-        self._running = cell
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
-        self._cell_cpu_start = _cpu_seconds(process.pid) if process is not None else None
+        start = _cpu_seconds(process.pid) if process is not None else None
+        with self._lock:
+            self._running, self._cell_cpu_start = cell, start
         source = cell.source
         meta = cell.metadata.get("nbgrader", {})
         if self._fault == "setup" and meta.get("locked") and not meta.get("grade"):
@@ -259,7 +275,7 @@ class TracedExecute(Execute):
         self._output_chars, self._output_cut, self._out_of_time = {}, set(), ""
         self._notebook_cpu = float(os.environ.get(NOTEBOOK_CPU_ENV) or 0)
         self._fault = os.environ.get(FAULT_ENV, "")
-        self._done = threading.Event()
+        self._done, self._lock = threading.Event(), threading.Lock()
         watch = threading.Thread(target=self._watch, daemon=True, name="llmcourse-cpu-watch")
         watch.start()
         mark(_STUDENT, "nbgrader ready to execute")
