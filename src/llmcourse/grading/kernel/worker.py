@@ -193,15 +193,15 @@ class TracedExecute(Execute):
     def _watch(self) -> None:
         """Interrupt the running cell when its kernel has used its CPU limit, or the notebook its own. The kernel's
         own process is read every second, the processes below it every 5 s (a scan of /proc)."""
-        tick, below = 0, 0.0
-        while not self._done.wait(0.1 if self._interrupted is not None and self._interrupted is self._running
-                                  else 1.0):
+        tick, below, again = 0, 0.0, False
+        while not self._done.wait(0.1 if again else 1.0):
             process = getattr(getattr(self.km, "provisioner", None), "process", None)
             with self._lock:
                 cell, start = self._running, self._cell_cpu_start
+            again = cell is not None and self._interrupted is cell
             if process is None or cell is None or start is None:
                 continue
-            if self._interrupted is cell:  # it was, and may still run: interrupt it again (see below)
+            if again:  # interrupted, and may still run: interrupt it again (see _interrupt)
                 self._interrupt(process, cell)
                 continue
             own = _cpu_seconds(process.pid, descendants=False)
@@ -212,16 +212,15 @@ class TracedExecute(Execute):
             over_cell = self.timeout and used - start > self.timeout
             over_notebook = self._notebook_cpu and used > self._notebook_cpu
             if over_cell or over_notebook:
-                # Sent again every 0.1 s until the cell ends: Python runs a signal's handler at the next point it
-                # can, and where that is inside an at-fork hook (a cell that forks in a loop) the KeyboardInterrupt
-                # is printed as "ignored" and lost.
-                self._interrupted = cell
+                self._interrupted, again = cell, True
                 self._stopped_by = "notebook" if over_notebook else "cell"
                 self._interrupt(process, cell)
 
     def _interrupt(self, process, cell) -> None:
-        """SIGINT to the kernel while `cell` is the one running. Under the lock that `preprocess_cell` takes to
-        start the next cell: a signal meant for this cell never reaches the next one."""
+        """SIGINT to the kernel while `cell` is the one running, sent every 0.1 s until the cell ends: Python runs
+        a signal's handler at the next point it can, and where that is inside an at-fork hook (a cell that forks in
+        a loop) the KeyboardInterrupt is printed as "ignored" and lost. Under the lock that `preprocess_cell` takes
+        to start the next cell: a signal meant for this cell never reaches the next one."""
         with self._lock:
             if self._running is cell:
                 try:
