@@ -33,11 +33,11 @@ JUPYTER_BOOK = [str(Path(sys.executable).with_name("jupyter-book")), "build", ".
                 "--keep-going"]
 MYST_READER = {"type": "plugin", "name": "myst_nb_md"}  # what myst-nb hands jupyter-cache for a MyST .md page
 TIMES = "execution-seconds.json"  # in the cache folder: each chapter's last execution time, to start long ones first
-# A cold cache has no times yet: seconds measured on 2 idle cores, two chapters at a time, with the results that
-# ship in llmcourse/toys/cache (chapter 6's training and chapter 5's KV-cache timing among them: 05's time is
-# the last measured minus that cell's); a chapter not listed counts as long.
-FIRST_GUESS = {"02_word2vec": 95, "08_your_gpt": 59, "05_gpt": 50, "04_ffn_memory": 43, "03_attention": 37,
-               "07_scaling": 8, "06_training": 8, "01_tokens": 7, "conclusion": 6, "intro": 6}
+# A cold cache has no times yet: seconds measured on 2 idle cores, two chapters at a time on a thread each, with
+# the results that ship in llmcourse/toys/cache (chapter 6's training and chapter 5's KV-cache timing among them);
+# a chapter not listed counts as long.
+FIRST_GUESS = {"02_word2vec": 27, "08_your_gpt": 24, "04_ffn_memory": 11, "03_attention": 10, "05_gpt": 8,
+               "07_scaling": 5, "06_training": 4, "01_tokens": 4, "conclusion": 3, "intro": 4}
 NEW_CHAPTER_GUESS = 300
 
 
@@ -124,6 +124,14 @@ def execute(path: str, root: str, timeout: int, allow_errors: bool) -> tuple[str
     return path, result.nb, result.time, result.exc_string if result.err is not None else None
 
 
+def one_thread_each(threads: int) -> None:
+    """In a pool worker, before its kernel starts: torch (OpenMP) in the kernel computes on `threads` threads.
+    Two kernels that each start a thread per core on two cores wait for each other's threads: a cold build took
+    half again as much CPU time (93 s and 170 s of CPU against 60 s and 106 s, on 2 cores). The numbers a chapter
+    prints do not change beyond float rounding (the seventh digit). A thread count set by the caller is kept."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -154,7 +162,9 @@ def execute_missing(root: Path = ROOT, jobs: int | None = None, log=print) -> bo
     log(f"executing {len(pages)} page(s), {jobs} at a time: {', '.join(p.stem for p in pages)}")
     started, failed = time.perf_counter(), []
     # spawn, not fork: the workers start without this process's open cache database and threads
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+    threads = max(1, usable_cores() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=one_thread_each,
+                             initargs=(threads,)) as pool:
         def stop(signum, frame):  # terminated (a test run ends early): the workers go, their kernels with them
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
