@@ -21,7 +21,7 @@ from llmcourse.grading.batch import attempts, prepare
 from llmcourse.grading.batch.rows import CANARY
 
 
-LIMITS = grading.Limits(cell_timeout=6, student_timeout=240)  # a cell that sleeps is stopped after 30 s on the clock
+LIMITS = grading.Limits(cell_timeout=4, student_timeout=240)  # a cell that sleeps is stopped after 20 s on the clock
 
 
 def tree_hash(folder: Path) -> str:
