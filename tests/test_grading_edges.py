@@ -375,7 +375,7 @@ class Busy:
 
     def __enter__(self):
         self.before = self._children()[os.getpid()]  # already running (the book's build, under xdist): left alone
-        self.done, self.stopped = threading.Event(), set()
+        self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         return self
@@ -411,11 +411,10 @@ class Busy:
 
     def _run(self):
         while not self.done.is_set():
-            self.stopped = self._descendants()
-            self._signal(self.stopped, signal.SIGSTOP)
+            stopped = self._descendants()
+            self._signal(stopped, signal.SIGSTOP)
             self.done.wait(self.SLICE - self.running)
-            self._signal(self.stopped, signal.SIGCONT)
-            self.stopped = set()
+            self._signal(stopped, signal.SIGCONT)
             self.done.wait(self.running)
 
     def __exit__(self, *exc):

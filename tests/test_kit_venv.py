@@ -231,7 +231,7 @@ def test_planted_mistakes_get_the_same_messages_in_the_kit(venv, solved_in_order
 
 
 NEVER_PASSED = r"""
-import __main__, sys, torch
+import __main__, sys
 from llmcourse.checks import check_train_gpt
 from llmcourse.train import char_data, shakespeare_plays
 from llmcourse.yourgpt import SIZES, init_gpt
